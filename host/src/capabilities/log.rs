@@ -1,0 +1,47 @@
+//! `flexwasm:driver/log`: plugin log lines go to the call log, bounded.
+
+use crate::calllog::PluginLogLine;
+use crate::runtime::PluginHost;
+use crate::runtime::bindings::flexwasm::driver::log::{self as wit, Level};
+use wasmtime::component::{HasSelf, Linker};
+
+/// Lines a plugin logged during this call; at most `cap` bytes are kept,
+/// the rest is counted.
+pub struct PluginLog {
+    pub lines: Vec<PluginLogLine>,
+    bytes: usize,
+    cap: usize,
+    pub dropped: usize,
+}
+
+impl PluginLog {
+    pub fn new(cap: usize) -> Self {
+        PluginLog {
+            lines: Vec::new(),
+            bytes: 0,
+            cap,
+            dropped: 0,
+        }
+    }
+}
+
+impl wit::Host for PluginLog {
+    fn log(&mut self, level: Level, message: String) {
+        if self.bytes + message.len() > self.cap {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += message.len();
+        let level = match level {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.lines.push(PluginLogLine { level, message });
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<PluginHost, HasSelf<PluginLog>>(linker, |h| &mut h.log)
+}

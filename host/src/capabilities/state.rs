@@ -1,0 +1,64 @@
+//! `flexwasm:driver/state`: the durable key/value store ([`crate::state`]).
+
+use crate::runtime::PluginHost;
+use crate::runtime::bindings::flexwasm::driver::state::{self as wit, StateError as WitError};
+use crate::state::{DEFAULT_QUOTA_BYTES, StateError, StateStore};
+use std::path::PathBuf;
+use wasmtime::component::{HasSelf, Linker};
+
+/// Opened on first use, so calls that never touch state never touch disk.
+pub struct StateCapability {
+    dir: PathBuf,
+    quota: u64,
+    store: Option<StateStore>,
+}
+
+impl StateCapability {
+    pub fn new(dir: PathBuf) -> Self {
+        StateCapability {
+            dir,
+            quota: DEFAULT_QUOTA_BYTES,
+            store: None,
+        }
+    }
+
+    fn store(&mut self) -> Result<&StateStore, WitError> {
+        if self.store.is_none() {
+            self.store = Some(StateStore::open(&self.dir, self.quota).map_err(to_wit)?);
+        }
+        // Just set above.
+        self.store
+            .as_ref()
+            .ok_or_else(|| WitError::Io("state store unavailable".into()))
+    }
+}
+
+fn to_wit(e: StateError) -> WitError {
+    match e {
+        StateError::InvalidKey(_) => WitError::InvalidKey(e.to_string()),
+        StateError::Quota { .. } => WitError::QuotaExceeded(e.to_string()),
+        StateError::Io { .. } | StateError::Damaged(_) => WitError::Io(e.to_string()),
+    }
+}
+
+impl wit::Host for StateCapability {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
+        self.store()?.get(&key).map_err(to_wit)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), WitError> {
+        self.store()?.set(&key, &value).map_err(to_wit)
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), WitError> {
+        self.store()?.delete(&key).map_err(to_wit)
+    }
+
+    fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
+        self.store()?.list_keys(&prefix).map_err(to_wit)
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<PluginHost, HasSelf<StateCapability>>(linker, |h| &mut h.state)
+}

@@ -1,0 +1,565 @@
+//! One kubelet call, end to end: typed call → plugin → plan → host
+//! validation → node operation → [`DriverStatus`].
+//!
+//! The plugin decides *what* (which device, which fs type, which options);
+//! the host decides whether that is acceptable and does it. Whatever the
+//! plugin returns, the host:
+//! - mounts only at the path kubelet passed;
+//! - accepts only block devices under `/dev` (symlinks resolved);
+//! - never runs mkfs on a device holding a filesystem or a partition
+//!   table, nor on a read-only volume;
+//! - refuses mount options that weaken the node (`suid`, `dev`, `exec`,
+//!   `bind`, `remount`, …) and always adds `nosuid,nodev`;
+//! - treats repeating a call that already succeeded as success.
+
+use std::path::{Path, PathBuf};
+
+use crate::calllog::PluginLogLine;
+use crate::contract::{ArgvError, Call, CapabilitiesJson, DriverStatus, parse_call};
+use crate::layout::DriverLayout;
+use crate::node::{self, NodeError, blockdev, mkfs, mountinfo};
+use crate::options::{RawOptions, VolumeOptions};
+use crate::runtime::{Limits, LoadedFrom, Plugin, RuntimeError, wit};
+
+/// Filesystems a `filesystem` mount plan may ask for. (A grant policy
+/// widens this per driver.)
+const FILESYSTEM_PLAN_TYPES: &[&str] = &["tmpfs"];
+
+/// Mount options a plugin may never ask for: they would let a volume
+/// carry setuid binaries or device nodes onto the node, or change what
+/// kind of mount this is.
+const REFUSED_MOUNT_OPTIONS: &[&str] = &[
+    "suid",
+    "dev",
+    "exec",
+    "bind",
+    "rbind",
+    "remount",
+    "move",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "private",
+    "rprivate",
+    "unbindable",
+    "runbindable",
+];
+
+/// Everything about a call that goes to the call log.
+#[derive(Default)]
+pub struct CallReport {
+    pub plugin_log: Vec<PluginLogLine>,
+    pub plugin_stdout: String,
+    pub plugin_stderr: String,
+    pub phases: Vec<(&'static str, f64)>,
+    pub loaded_from: Option<LoadedFrom>,
+}
+
+/// Why a call failed, turned into the `message` kubelet shows.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Node(#[from] NodeError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Plugin(String),
+    #[error("not supported")]
+    NotSupported,
+}
+
+type CallResult = Result<DriverStatus, CallError>;
+
+fn refused(msg: impl Into<String>) -> CallError {
+    CallError::Refused(msg.into())
+}
+
+/// Turn a plugin's answer into ours.
+fn plugin_answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> {
+    r.map_err(|e| match e {
+        wit::DriverError::NotSupported => CallError::NotSupported,
+        wit::DriverError::Failure(msg) => CallError::Plugin(msg),
+    })
+}
+
+/// Run the call described by `args` (argv without the executable).
+pub fn run(layout: &DriverLayout, args: &[String], limits: &Limits) -> (DriverStatus, CallReport) {
+    let call = match parse_call(args) {
+        Ok(call) => call,
+        Err(ArgvError::UnknownOp(op)) => {
+            return (
+                DriverStatus::not_supported(format!(
+                    "flexwasm driver {}: operation '{op}' is not supported",
+                    layout.name
+                )),
+                CallReport::default(),
+            );
+        }
+        Err(e) => {
+            return (
+                DriverStatus::failure(format!("flexwasm driver {}: {e}", layout.name)),
+                CallReport::default(),
+            );
+        }
+    };
+    let quiet = call.options().is_some_and(RawOptions::has_secrets);
+    let mut report = CallReport::default();
+    let result = run_call(layout, &call, limits, &mut report);
+    let mut status = match result {
+        Ok(status) => status,
+        Err(CallError::NotSupported) => DriverStatus::not_supported(format!(
+            "driver {} does not support {}",
+            layout.name,
+            call.op()
+        )),
+        Err(e) => DriverStatus::failure(format!("{} {}: {e}", layout.name, call.op())),
+    };
+    status.quiet_failure = quiet;
+    (status, report)
+}
+
+fn resolve_options(raw: &RawOptions) -> Result<VolumeOptions, CallError> {
+    raw.resolve()
+        .map_err(|e| refused(format!("the options argument is not valid: {e}")))
+}
+
+fn to_wit_options(o: &VolumeOptions) -> wit::VolumeOptions {
+    wit::VolumeOptions {
+        fs_type: o.fs_type.clone(),
+        read_only: o.read_only,
+        volume_name: o.volume_name.clone(),
+        pod: o.pod.as_ref().map(|p| wit::PodInfo {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            uid: p.uid.clone(),
+            service_account: p.service_account.clone(),
+        }),
+        fs_group: o.fs_group,
+        secrets: o
+            .secrets
+            .iter()
+            .map(|(k, v)| wit::Secret {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        extra: o
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn run_call(
+    layout: &DriverLayout,
+    call: &Call,
+    limits: &Limits,
+    report: &mut CallReport,
+) -> CallResult {
+    // Validate everything kubelet gave us before starting the plugin.
+    let options = call.options().map(resolve_options).transpose()?;
+    let wopts = options.as_ref().map(to_wit_options);
+
+    let mut plugin = Plugin::load(layout, limits)?;
+    report.loaded_from = Some(plugin.loaded_from);
+    let result = dispatch(&mut plugin, call, options.as_ref(), wopts);
+    let host = plugin.host();
+    report.plugin_log = std::mem::take(&mut host.log.lines);
+    if host.log.dropped > 0 {
+        report.plugin_log.push(PluginLogLine {
+            level: "warn",
+            message: format!(
+                "{} plugin log lines dropped (over the limit)",
+                host.log.dropped
+            ),
+        });
+    }
+    (report.plugin_stdout, report.plugin_stderr) = plugin.captured_output();
+    report.phases = std::mem::take(&mut plugin.phases);
+    result
+}
+
+fn dispatch(
+    plugin: &mut Plugin,
+    call: &Call,
+    options: Option<&VolumeOptions>,
+    wopts: Option<wit::VolumeOptions>,
+) -> CallResult {
+    // `options()` is Some exactly for the calls that carry options.
+    let wopts = move || wopts.ok_or_else(|| refused("internal: options missing"));
+    match call {
+        Call::Init => {
+            let caps = plugin_answer(plugin.call("init", |g, s| g.call_init(s))?)?;
+            let mut status = DriverStatus::success();
+            status.capabilities = Some(CapabilitiesJson {
+                attach: caps.attach,
+                selinux_relabel: caps.selinux_relabel,
+                supports_metrics: caps.supports_metrics,
+                fs_group: caps.fs_group,
+                requires_fs_resize: caps.requires_fs_resize,
+            });
+            Ok(status)
+        }
+        Call::GetVolumeName { .. } => {
+            let o = wopts()?;
+            let name =
+                plugin_answer(plugin.call("getvolumename", |g, s| g.call_get_volume_name(s, &o))?)?;
+            let mut status = DriverStatus::success();
+            status.volume_name = Some(name);
+            Ok(status)
+        }
+        Call::Attach { node, .. } => {
+            let o = wopts()?;
+            let device = plugin_answer(plugin.call("attach", |g, s| g.call_attach(s, &o, node))?)?;
+            if device.is_empty() {
+                return Err(CallError::Plugin(
+                    "plugin returned an empty device path".into(),
+                ));
+            }
+            let mut status = DriverStatus::success();
+            status.device = Some(device);
+            Ok(status)
+        }
+        Call::WaitForAttach { device, .. } => {
+            let o = wopts()?;
+            let locator = plugin_answer(plugin.call("waitforattach", |g, s| {
+                g.call_wait_for_attach(s, device, &o)
+            })?)?;
+            let dev = resolve_locator(plugin, &locator)?;
+            let mut status = DriverStatus::success();
+            status.device = Some(path_str(&dev));
+            Ok(status)
+        }
+        Call::Detach { volume, node } => {
+            plugin_answer(plugin.call("detach", |g, s| g.call_detach(s, volume, node))?)?;
+            Ok(DriverStatus::success())
+        }
+        Call::IsAttached { node, .. } => {
+            let o = wopts()?;
+            let attached =
+                plugin_answer(plugin.call("isattached", |g, s| g.call_is_attached(s, &o, node))?)?;
+            let mut status = DriverStatus::success();
+            status.attached = Some(attached);
+            Ok(status)
+        }
+        Call::MountDevice {
+            mount_path, device, ..
+        } => {
+            let read_only = options.is_some_and(|o| o.read_only);
+            let target = existing_dir(mount_path, "device mount path")?;
+            let o = wopts()?;
+            let mp = path_str(mount_path);
+            let plan = plugin_answer(plugin.call("mountdevice", |g, s| {
+                g.call_mount_device(s, &mp, device, &o)
+            })?)?;
+            mount_block(&plan, &target, read_only)?;
+            Ok(DriverStatus::success())
+        }
+        Call::UnmountDevice { mount_path } => {
+            unmount_path(mount_path)?;
+            let mp = path_str(mount_path);
+            hook(plugin.call("unmountdevice", |g, s| g.call_unmount_device(s, &mp))?)?;
+            Ok(DriverStatus::success())
+        }
+        Call::Mount { dir, .. } => {
+            let read_only = options.is_some_and(|o| o.read_only);
+            let target = existing_dir(dir, "pod volume dir")?;
+            let o = wopts()?;
+            let d = path_str(dir);
+            let plan = plugin_answer(plugin.call("mount", |g, s| g.call_mount(s, &d, &o))?)?;
+            match &plan {
+                wit::MountPlan::Block(block) => mount_block(block, &target, read_only)?,
+                wit::MountPlan::Filesystem(fs) => mount_filesystem(fs, &target, read_only)?,
+            }
+            Ok(DriverStatus::success())
+        }
+        Call::Unmount { dir } => {
+            unmount_path(dir)?;
+            let d = path_str(dir);
+            hook(plugin.call("unmount", |g, s| g.call_unmount(s, &d))?)?;
+            Ok(DriverStatus::success())
+        }
+        Call::ExpandVolume {
+            mount_path,
+            new_size,
+            old_size,
+            ..
+        } => {
+            let o = wopts()?;
+            plugin_answer(plugin.call("expandvolume", |g, s| {
+                g.call_expand_volume(s, &o, mount_path, *new_size, *old_size)
+            })?)?;
+            Ok(DriverStatus::success())
+        }
+        Call::ExpandFs {
+            device,
+            mount_path,
+            new_size,
+            old_size,
+            ..
+        } => {
+            let o = wopts()?;
+            let mp = path_str(mount_path);
+            plugin_answer(plugin.call("expandfs", |g, s| {
+                g.call_expand_fs(s, &o, device, &mp, *new_size, *old_size)
+            })?)?;
+            grow_mounted_filesystem(device, mount_path)?;
+            Ok(DriverStatus::success())
+        }
+    }
+}
+
+/// An unmount hook's answer: `not-supported` just means "nothing to do".
+fn hook(r: Result<(), wit::DriverError>) -> Result<(), CallError> {
+    match r {
+        Ok(()) | Err(wit::DriverError::NotSupported) => Ok(()),
+        Err(wit::DriverError::Failure(msg)) => Err(CallError::Plugin(msg)),
+    }
+}
+
+fn existing_dir(path: &Path, what: &str) -> Result<PathBuf, CallError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(path.to_path_buf()),
+        Ok(_) => Err(refused(format!(
+            "{what} {} is not a directory",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(refused(format!(
+            "{what} {} does not exist (kubelet creates it before this call)",
+            path.display()
+        ))),
+        Err(e) => Err(refused(format!("{what} {}: {e}", path.display()))),
+    }
+}
+
+fn resolve_locator(
+    plugin: &mut Plugin,
+    locator: &wit::DeviceLocator,
+) -> Result<PathBuf, CallError> {
+    match locator {
+        wit::DeviceLocator::Path(p) => Ok(blockdev::resolve_block_device(Path::new(p))?),
+        wit::DeviceLocator::LoopImage(name) => plugin
+            .host()
+            .loops
+            .device_for(name)
+            .map_err(|e| refused(format!("loop image {name}: {e:?}")))?
+            .ok_or_else(|| {
+                refused(format!(
+                    "loop image {name} is not attached to any loop device"
+                ))
+            }),
+        wit::DeviceLocator::Serial(serial) => find_device(|d| d.serial.as_deref() == Some(serial))
+            .ok_or_else(|| refused(format!("no block device with serial {serial} on this node"))),
+        wit::DeviceLocator::Wwn(wwn) => {
+            let want = normalise_wwn(wwn);
+            find_device(|d| d.wwn.as_deref().map(normalise_wwn) == Some(want.clone()))
+                .ok_or_else(|| refused(format!("no block device with WWN {wwn} on this node")))
+        }
+    }
+}
+
+fn normalise_wwn(w: &str) -> String {
+    let w = w.trim().to_ascii_lowercase();
+    let w = w.strip_prefix("0x").unwrap_or(&w);
+    let w = w.strip_prefix("naa.").unwrap_or(w);
+    w.to_string()
+}
+
+fn find_device(pred: impl Fn(&blockdev::BlockDevice) -> bool) -> Option<PathBuf> {
+    blockdev::list()
+        .ok()?
+        .into_iter()
+        .find(|d| pred(d))
+        .map(|d| d.path)
+}
+
+/// Check a plugin's mount options one by one; add `nosuid,nodev`.
+fn checked_mount_options(options: &[String]) -> Result<Vec<String>, CallError> {
+    let mut out = Vec::with_capacity(options.len() + 2);
+    for opt in options {
+        let opt = opt.trim();
+        if opt.is_empty() {
+            continue;
+        }
+        let name = opt.split('=').next().unwrap_or(opt);
+        let plain = opt
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:=/+@-".contains(&b));
+        if !plain {
+            return Err(refused(format!(
+                "mount option '{}' is not allowed: one option per list entry, letters, digits and _.:=/+@- only",
+                opt.chars().take(64).collect::<String>()
+            )));
+        }
+        if REFUSED_MOUNT_OPTIONS.contains(&name) {
+            return Err(refused(format!(
+                "mount option '{name}' is not allowed for plugin volumes"
+            )));
+        }
+        out.push(opt.to_string());
+    }
+    for forced in ["nosuid", "nodev"] {
+        if !out.iter().any(|o| o == forced) {
+            out.push(forced.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Carry out a block plan at `target`: resolve the device, check what it
+/// holds, format only if blank and read-write, mount.
+fn mount_block(plan: &wit::BlockPlan, target: &Path, read_only: bool) -> Result<(), CallError> {
+    let fs_type = plan.fs_type.trim();
+    if !mkfs::is_supported_fs(fs_type) {
+        return Err(refused(format!(
+            "filesystem type '{fs_type}' is not supported for block volumes (use ext4, xfs, ext3, ext2 or btrfs)"
+        )));
+    }
+    let mount_options = checked_mount_options(&plan.mount_options)?;
+    let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
+    let (major, minor) = blockdev::dev_numbers(&device)?;
+
+    if let Some(existing) = mountinfo::mount_at(target)? {
+        if (existing.major, existing.minor) == (major, minor) {
+            return Ok(()); // already done: idempotent
+        }
+        return Err(refused(format!(
+            "{} is already mounted from {} ({}), not from {}",
+            target.display(),
+            existing.source,
+            existing.fs_type,
+            device.display()
+        )));
+    }
+
+    match mkfs::probe(&device)? {
+        mkfs::Signature::Blank if read_only => {
+            return Err(refused(format!(
+                "{} holds no filesystem and the volume is read-only; not formatting",
+                device.display()
+            )));
+        }
+        mkfs::Signature::Blank => mkfs::format(&device, fs_type, &plan.mkfs_options)?,
+        mkfs::Signature::Filesystem {
+            fs_type: found,
+            label,
+            ..
+        } if found != fs_type => {
+            let label = label.map(|l| format!(" (label {l})")).unwrap_or_default();
+            return Err(refused(format!(
+                "{} already holds a {found} filesystem{label} but {fs_type} was requested; not formatting, not mounting",
+                device.display()
+            )));
+        }
+        mkfs::Signature::Filesystem { .. } => {}
+        other => {
+            return Err(refused(format!(
+                "{} holds {other}; not formatting, not mounting",
+                device.display()
+            )));
+        }
+    }
+    let device_str = path_str(&device);
+    node::mount::mount(node::mount::MountRequest {
+        source: &device_str,
+        target,
+        fs_type,
+        options: &mount_options,
+        read_only,
+    })?;
+    Ok(())
+}
+
+fn mount_filesystem(
+    plan: &wit::FilesystemPlan,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), CallError> {
+    let fs_type = plan.fs_type.trim();
+    if !FILESYSTEM_PLAN_TYPES.contains(&fs_type) {
+        return Err(refused(format!(
+            "filesystem type '{fs_type}' is not allowed for this driver (allowed: {})",
+            FILESYSTEM_PLAN_TYPES.join(", ")
+        )));
+    }
+    if plan.source.is_empty() || plan.source.contains('\0') || plan.source.len() > 4096 {
+        return Err(refused("the mount plan's source is empty or malformed"));
+    }
+    let mount_options = checked_mount_options(&plan.mount_options)?;
+    if let Some(existing) = mountinfo::mount_at(target)? {
+        if existing.fs_type == fs_type && existing.source == plan.source {
+            return Ok(());
+        }
+        return Err(refused(format!(
+            "{} is already mounted from {} ({})",
+            target.display(),
+            existing.source,
+            existing.fs_type
+        )));
+    }
+    node::mount::mount(node::mount::MountRequest {
+        source: &plan.source,
+        target,
+        fs_type,
+        options: &mount_options,
+        read_only,
+    })?;
+    Ok(())
+}
+
+/// Unmount whatever is mounted at `path`; nothing mounted is success.
+fn unmount_path(path: &Path) -> Result<(), CallError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    node::mount::unmount_all(path)?;
+    Ok(())
+}
+
+fn grow_mounted_filesystem(device: &str, mount_path: &Path) -> Result<(), CallError> {
+    let dev = blockdev::resolve_block_device(Path::new(device))?;
+    let numbers = blockdev::dev_numbers(&dev)?;
+    let Some(mounted) = mountinfo::mount_at(mount_path)? else {
+        return Err(refused(format!(
+            "nothing is mounted at {}; cannot grow its filesystem",
+            mount_path.display()
+        )));
+    };
+    if (mounted.major, mounted.minor) != numbers {
+        return Err(refused(format!(
+            "{} is mounted from {}, not from {}",
+            mount_path.display(),
+            mounted.source,
+            dev.display()
+        )));
+    }
+    node::resize::grow_filesystem(&dev, mount_path, &mounted.fs_type)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_are_checked_and_hardened() {
+        let ok = checked_mount_options(&["noatime".into(), "discard".into()]).unwrap();
+        assert_eq!(ok, vec!["noatime", "discard", "nosuid", "nodev"]);
+        for bad in ["suid", "dev", "exec", "bind", "remount", "ro,suid", "a b"] {
+            assert!(checked_mount_options(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wwn_forms_match() {
+        assert_eq!(normalise_wwn("0x600A0B80"), normalise_wwn("naa.600a0b80"));
+    }
+}

@@ -1,0 +1,166 @@
+//! `flexwasm install`: put a driver in place atomically.
+//!
+//! kubelet watches the plugin dir and re-probes a driver on any event in
+//! its directory, ignoring names that begin with `.`. So the new driver is
+//! staged in `.<vendor>~<driver>/` (binary, plugin.wasm, precompiled
+//! `.plugin.cwasm` and its key) and renamed into place in one step; an
+//! existing driver is swapped with `renameat2(RENAME_EXCHANGE)` so kubelet
+//! never sees a half-written driver or a missing one.
+
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::layout::{
+    DriverLayout, DriverName, PLUGIN_FILE, PRECOMPILED_FILE, PRECOMPILED_KEY_FILE,
+};
+use crate::runtime;
+
+#[derive(Debug)]
+pub struct InstallRequest {
+    pub plugin_dir: PathBuf,
+    pub driver: DriverName,
+    pub plugin: PathBuf,
+    /// The host binary to install; default: this executable.
+    pub host_binary: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Installed {
+    pub driver_dir: PathBuf,
+    pub executable: PathBuf,
+    pub wasm_sha256: String,
+    pub wasm_bytes: u64,
+    pub cwasm_bytes: u64,
+    pub imports: Vec<String>,
+    pub compile_ms: f64,
+}
+
+fn ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{}: {e}", what()))
+}
+
+fn sync_dir(path: &Path) -> anyhow::Result<()> {
+    ctx(fs::File::open(path).and_then(|d| d.sync_all()), || {
+        format!("syncing {}", path.display())
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = ctx(
+        fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(mode)
+            .open(path),
+        || format!("creating {}", path.display()),
+    )?;
+    ctx(f.write_all(bytes).and_then(|_| f.sync_all()), || {
+        format!("writing {}", path.display())
+    })?;
+    // The umask may have narrowed the mode; set it exactly.
+    ctx(
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        || format!("chmod {}", path.display()),
+    )
+}
+
+pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
+    let engine = runtime::engine()?;
+    let (wasm, sha) = runtime::read_plugin(&req.plugin)?;
+
+    // Compile now, so no kubelet call ever has to; this also proves the
+    // file is a valid component and that we can link every import.
+    let t = Instant::now();
+    let cwasm = runtime::precompile(&engine, &wasm, &req.plugin)?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
+    // SAFETY: `cwasm` was produced by this engine a moment ago.
+    let component = unsafe { wasmtime::component::Component::deserialize(&engine, &cwasm) }
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", req.plugin.display()))?;
+    let imports = runtime::component_imports(&engine, &component);
+    runtime::check_imports(&engine, &imports)?;
+
+    let host = match &req.host_binary {
+        Some(p) => p.clone(),
+        None => ctx(std::env::current_exe(), || {
+            "locating this executable".into()
+        })?,
+    };
+    let host_bytes = ctx(fs::read(&host), || format!("reading {}", host.display()))?;
+
+    ctx(
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&req.plugin_dir),
+        || format!("creating {}", req.plugin_dir.display()),
+    )?;
+    let plugin_dir = ctx(fs::canonicalize(&req.plugin_dir), || {
+        format!("resolving {}", req.plugin_dir.display())
+    })?;
+    let dir_name = req.driver.dir_name();
+    let staging = plugin_dir.join(format!(".{dir_name}"));
+    let target = plugin_dir.join(&dir_name);
+
+    if fs::symlink_metadata(&staging).is_ok() {
+        ctx(fs::remove_dir_all(&staging), || {
+            format!("removing stale {}", staging.display())
+        })?;
+    }
+    ctx(fs::DirBuilder::new().mode(0o755).create(&staging), || {
+        format!("creating {}", staging.display())
+    })?;
+    ctx(
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o755)),
+        || format!("chmod {}", staging.display()),
+    )?;
+    let staged = (|| {
+        write_file(&staging.join(&req.driver.driver), &host_bytes, 0o755)?;
+        write_file(&staging.join(PLUGIN_FILE), &wasm, 0o644)?;
+        write_file(&staging.join(PRECOMPILED_FILE), &cwasm, 0o644)?;
+        let key = runtime::precompiled_key(&sha, &engine);
+        write_file(&staging.join(PRECOMPILED_KEY_FILE), key.as_bytes(), 0o644)?;
+        sync_dir(&staging)
+    })();
+    if let Err(e) = staged {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+
+    if fs::symlink_metadata(&target).is_ok() {
+        // Swap old and new in one step, then drop the old one (now at `staging`).
+        renameat2(
+            AT_FDCWD,
+            &staging,
+            AT_FDCWD,
+            &target,
+            RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| anyhow::anyhow!("swapping {} into place: {e}", target.display()))?;
+        ctx(fs::remove_dir_all(&staging), || {
+            format!("removing the previous driver at {}", staging.display())
+        })?;
+    } else {
+        ctx(fs::rename(&staging, &target), || {
+            format!("renaming into {}", target.display())
+        })?;
+    }
+    sync_dir(&plugin_dir)?;
+
+    // The compile cache of the previous plugin is stale now; leave it (it
+    // is keyed by SHA-256 and never matches a different wasm).
+    let layout = DriverLayout::for_driver(req.driver.clone(), target.clone());
+    Ok(Installed {
+        executable: target.join(&req.driver.driver),
+        driver_dir: layout.driver_dir,
+        wasm_sha256: sha,
+        wasm_bytes: wasm.len() as u64,
+        cwasm_bytes: cwasm.len() as u64,
+        imports,
+        compile_ms,
+    })
+}

@@ -1,0 +1,17 @@
+//! flexwasm: a Kubernetes FlexVolume driver host whose storage logic is a
+//! sandboxed WebAssembly component.
+//!
+//! Data flows one way: argv ([`contract`]) → typed call → plugin
+//! ([`runtime`]) → typed plan → host validation ([`driver_call`]) → node
+//! operation ([`node`]) → status JSON ([`contract::DriverStatus`]).
+
+pub mod calllog;
+pub mod capabilities;
+pub mod contract;
+pub mod driver_call;
+pub mod install;
+pub mod layout;
+pub mod node;
+pub mod options;
+pub mod runtime;
+pub mod state;
