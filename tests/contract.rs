@@ -1,0 +1,399 @@
+//! The kubelet contract on bad input: each case gets the right status, a
+//! message a person can act on, and the right exit code — and, like every
+//! call, exactly one JSON object on stdout and nothing on stderr.
+
+mod support;
+
+use std::os::unix::ffi::OsStrExt;
+use std::process::Command;
+use support::*;
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    status: &'static str,
+    message: &'static str,
+    code: i32,
+}
+
+fn case(
+    name: &'static str,
+    args: &[&str],
+    status: &'static str,
+    message: &'static str,
+    code: i32,
+) -> Case {
+    Case {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        status,
+        message,
+        code,
+    }
+}
+
+#[test]
+fn bad_inputs_get_clear_answers() {
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let good = options_json(&[
+        ("kubernetes.io/fsType", "ext4"),
+        ("kubernetes.io/pvOrVolumeName", "pv-bad"),
+        ("kubernetes.io/readwrite", "rw"),
+    ]);
+    let dmp = sb.device_mount_path("loop", "pv-bad");
+    let dmp = dmp.to_str().unwrap();
+    let missing = format!("{}/nope/nowhere", sb.root.path().display());
+    let etc_passwd_plan = ["mountdevice", dmp, "/etc/passwd", good.as_str()];
+    let ntfs = good.replace("ext4", "ntfs");
+    let with_bad_secret = options_json(&[
+        ("kubernetes.io/pvOrVolumeName", "pv-bad"),
+        ("kubernetes.io/secret/token", "not base64!"),
+    ]);
+    let pod_dir = sb.pod_volume_dir("u", "loop", "pv-bad");
+    let pod_dir = pod_dir.to_str().unwrap();
+
+    let cases = vec![
+        case("no op", &[], "Failure", "no operation given", 1),
+        case(
+            "unknown op",
+            &["provision", &good],
+            "Not supported",
+            "'provision' is not supported",
+            1,
+        ),
+        case(
+            "init with an extra arg",
+            &["init", "x"],
+            "Failure",
+            "expected 0 argument(s)",
+            1,
+        ),
+        case(
+            "mount without json",
+            &["mount", pod_dir],
+            "Failure",
+            "expected 2 argument(s) `mount <podVolumeDir> <json>`",
+            1,
+        ),
+        case(
+            "attach with extra args",
+            &["attach", &good, "node", "x"],
+            "Failure",
+            "expected 2 argument(s)",
+            1,
+        ),
+        case(
+            "detach with options (old docs)",
+            &["detach", "/dev/loop0", &good, "node"],
+            "Failure",
+            "expected 2 argument(s)",
+            1,
+        ),
+        case(
+            "non-JSON options",
+            &["getvolumename", "{nope"],
+            "Failure",
+            "is not JSON",
+            1,
+        ),
+        case(
+            "options are a JSON array",
+            &["getvolumename", "[1,2]"],
+            "Failure",
+            "JSON an array, not an object",
+            1,
+        ),
+        case(
+            "options are a JSON string",
+            &["getvolumename", "\"ext4\""],
+            "Failure",
+            "not an object",
+            1,
+        ),
+        case(
+            "empty options",
+            &["isattached", "", "node"],
+            "Failure",
+            "it is empty",
+            1,
+        ),
+        case(
+            "number value",
+            &["getvolumename", r#"{"size":10}"#],
+            "Failure",
+            "\"size\" is a number",
+            1,
+        ),
+        case(
+            "object value",
+            &["getvolumename", r#"{"a":{"b":"c"}}"#],
+            "Failure",
+            "\"a\" is an object",
+            1,
+        ),
+        case(
+            "bad readwrite",
+            &["getvolumename", r#"{"kubernetes.io/readwrite":"maybe"}"#],
+            "Failure",
+            "expected \"ro\" or \"rw\"",
+            1,
+        ),
+        case(
+            "bad fsGroup",
+            &[
+                "getvolumename",
+                r#"{"kubernetes.io/mounterArgs.FsGroup":"wheel"}"#,
+            ],
+            "Failure",
+            "expected a group id",
+            1,
+        ),
+        // A Failure of a call carrying secrets exits 0 so kubelet does not log argv.
+        case(
+            "secret not base64",
+            &["mount", pod_dir, &with_bad_secret],
+            "Failure",
+            "secret \"token\" is not valid base64",
+            0,
+        ),
+        case(
+            "relative deviceMountPath",
+            &["mountdevice", "mounts/x", "/dev/loop0", &good],
+            "Failure",
+            "is not an absolute path",
+            1,
+        ),
+        case(
+            "deviceMountPath does not exist",
+            &["mountdevice", &missing, "/dev/loop0", &good],
+            "Failure",
+            "does not exist",
+            1,
+        ),
+        case(
+            "pod volume dir does not exist",
+            &["mount", &missing, &good],
+            "Failure",
+            "does not exist",
+            1,
+        ),
+        case(
+            "empty device",
+            &["mountdevice", dmp, "", &good],
+            "Failure",
+            "device is empty",
+            1,
+        ),
+        case(
+            "device is a regular file",
+            &etc_passwd_plan,
+            "Failure",
+            "not a block device",
+            1,
+        ),
+        case(
+            "device does not exist",
+            &["mountdevice", dmp, "/dev/flexwasm-none", &good],
+            "Failure",
+            "/dev/flexwasm-none",
+            1,
+        ),
+        case(
+            "fsType not supported",
+            &["mountdevice", dmp, "/dev/loop0", &ntfs],
+            "Failure",
+            "'ntfs' is not supported",
+            1,
+        ),
+        case(
+            "size not a number",
+            &["expandvolume", &good, "", "big", "1"],
+            "Failure",
+            "'big' is not a size",
+            1,
+        ),
+        case(
+            "negative size",
+            &["expandfs", &good, "/dev/loop0", dmp, "-1", "1"],
+            "Failure",
+            "'-1' is not a size",
+            1,
+        ),
+        case(
+            "empty detach name",
+            &["detach", "", "node"],
+            "Failure",
+            "volume name is empty",
+            1,
+        ),
+        case(
+            "empty node name",
+            &["isattached", &good, ""],
+            "Failure",
+            "node name is empty",
+            1,
+        ),
+        case(
+            "waitforattach of a volume never attached",
+            &["waitforattach", "/dev/loop0", &good],
+            "Failure",
+            "not attached",
+            1,
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    for c in &cases {
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        let a = sb.call("loop", &args);
+        assert_eq!(a.status(), c.status, "{}: {}", c.name, a.stdout);
+        assert!(
+            a.message().contains(c.message),
+            "{}: message {:?} should contain {:?}",
+            c.name,
+            a.message(),
+            c.message
+        );
+        assert!(
+            a.message().contains("flexwasm/loop"),
+            "{}: message names the driver: {}",
+            c.name,
+            a.message()
+        );
+        assert_eq!(a.code, c.code, "{}: exit code", c.name);
+    }
+    // Nothing was mounted by any of it.
+    assert!(!is_mounted(std::path::Path::new(dmp)));
+}
+
+#[test]
+fn non_utf8_argument_is_a_failure() {
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let out = Command::new(sb.driver_exe("loop"))
+        .arg("getvolumename")
+        .arg(std::ffi::OsStr::from_bytes(b"{\"a\":\"\xff\"}"))
+        .envs(sb.env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = check_output_discipline(
+        &[],
+        &stdout,
+        &String::from_utf8_lossy(&out.stderr),
+        out.status.code().unwrap_or(-1),
+    );
+    assert_eq!(json["status"], "Failure");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid UTF-8")
+    );
+}
+
+#[test]
+fn missing_plugin_wasm_is_a_clear_failure() {
+    let sb = Sandbox::new();
+    sb.install("loop");
+    std::fs::remove_file(sb.driver_dir("loop").join("plugin.wasm")).unwrap();
+    let a = sb.call("loop", &["init"]);
+    a.assert_failure("plugin.wasm is missing");
+    assert!(a.message().contains("flexwasm install"), "{}", a.message());
+    assert_eq!(a.code, 1);
+}
+
+#[test]
+fn corrupt_plugin_wasm_is_a_clear_failure() {
+    let sb = Sandbox::new();
+    sb.install("loop");
+    std::fs::write(sb.driver_dir("loop").join("plugin.wasm"), b"\0asm garbage").unwrap();
+    let a = sb.call("loop", &["init"]);
+    a.assert_failure("is not a valid WebAssembly component");
+    assert_eq!(a.code, 1);
+}
+
+#[test]
+fn corrupt_precompiled_file_is_recompiled_not_trusted() {
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let cwasm = sb.driver_dir("loop").join(".plugin.cwasm");
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    // Keep the ELF header, smash the rest.
+    for b in bytes.iter_mut().skip(64) {
+        *b = 0xcc;
+    }
+    std::fs::write(&cwasm, &bytes).unwrap();
+    sb.call("loop", &["init"]).assert_success();
+    // The second call uses the compile cache in the state dir.
+    sb.call("loop", &["init"]).assert_success();
+    let log = sb.log_lines("loop");
+    let sources: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l["phases"][0][0].as_str())
+        .collect();
+    assert_eq!(sources.first(), Some(&"compiled"), "{sources:?}");
+    if is_root() {
+        assert_eq!(sources.get(1), Some(&"cache"), "{sources:?}");
+    }
+}
+
+#[test]
+fn installed_driver_uses_precompiled_code() {
+    if !privileged("installed_driver_uses_precompiled_code") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.install("loop");
+    sb.call("loop", &["init"]).assert_success();
+    let log = sb.log_lines("loop");
+    assert_eq!(log[0]["phases"][0][0], "precompiled", "{:?}", log[0]);
+    // Nothing is written inside the driver dir on a call (kubelet would re-probe).
+    let names: Vec<String> = std::fs::read_dir(sb.driver_dir("loop"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names,
+        vec![".plugin.cwasm", ".plugin.cwasm.key", "loop", "plugin.wasm"]
+    );
+}
+
+#[test]
+fn install_replaces_a_driver_atomically() {
+    let sb = Sandbox::new();
+    sb.install("loop");
+    // Install tmpfs's plugin under the same driver name: the swap must
+    // leave no staging dir behind and the new plugin in place.
+    sb.install_file("loop", &plugin_wasm("tmpfs"));
+    let entries: Vec<String> = std::fs::read_dir(&sb.plugin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["flexwasm~loop"]);
+    let init = sb.call("loop", &["init"]);
+    init.assert_success();
+    assert_eq!(init.json["capabilities"]["attach"], false);
+}
+
+#[test]
+fn secrets_never_reach_the_log() {
+    let sb = Sandbox::new();
+    sb.install("tmpfs");
+    // "hunter2-secret" base64-encoded.
+    let opts = options_json(&[
+        ("kubernetes.io/pvOrVolumeName", "s"),
+        ("kubernetes.io/secret/password", "aHVudGVyMi1zZWNyZXQ="),
+    ]);
+    let missing = format!("{}/missing", sb.root.path().display());
+    // Fails (dir missing) with a secret in argv: exit 0 keeps kubelet quiet.
+    let a = sb.call("tmpfs", &["mount", &missing, &opts]);
+    a.assert_failure("does not exist");
+    assert_eq!(a.code, 0);
+    let log = std::fs::read_to_string(sb.log_dir.join("flexwasm~tmpfs.log")).unwrap();
+    assert!(!log.contains("aHVudGVyMi1zZWNyZXQ="), "{log}");
+    assert!(!log.contains("hunter2-secret"), "{log}");
+    assert!(log.contains("<redacted>"));
+}

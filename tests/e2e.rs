@@ -1,0 +1,289 @@
+//! End to end, as root, in a private mount namespace: install a reference
+//! plugin into a temp plugin dir and drive real volumes through it with
+//! kubelet's exact argv shapes. Every call runs twice (idempotency) and
+//! every answer is checked against kubelet's output rules.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+const NODE: &str = "node-1";
+
+fn read_file(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+#[test]
+fn loop_driver_full_kubelet_sequence() {
+    if !privileged("loop_driver_full_kubelet_sequence") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let vol = "pv-e2e-loop";
+    // xfs: it grows online everywhere; ext4's online grow needs
+    // CAP_SYS_RESOURCE, which some sandboxes (this CI's) drop even for root.
+    let opts = options_json(&[
+        ("kubernetes.io/fsType", "xfs"),
+        ("kubernetes.io/pvOrVolumeName", vol),
+        ("kubernetes.io/readwrite", "rw"),
+        ("size", "320Mi"),
+    ]);
+
+    // init: attachable driver, capabilities as an object.
+    let init = sb.call_twice("loop", &["init"]);
+    init.assert_success();
+    assert_eq!(init.json["capabilities"]["attach"], true);
+
+    let name = sb.call_twice("loop", &["getvolumename", &opts]);
+    name.assert_success();
+    assert!(name.json["volumeName"].is_string());
+
+    // attach (controller) → device.
+    let attach = sb.call_twice("loop", &["attach", &opts, NODE]);
+    attach.assert_success();
+    let attached_dev = attach.json["device"].as_str().expect("device").to_string();
+    assert!(attached_dev.starts_with("/dev/loop"), "{attached_dev}");
+    assert_eq!(
+        loop_devices_under(sb.root.path()).len(),
+        1,
+        "attach twice must not attach twice"
+    );
+
+    let is = sb.call_twice("loop", &["isattached", &opts, NODE]);
+    is.assert_success();
+    assert_eq!(is.json["attached"], true);
+
+    // waitforattach: device first, then options.
+    let wait = sb.call_twice("loop", &["waitforattach", &attached_dev, &opts]);
+    wait.assert_success();
+    let dev = wait.json["device"].as_str().expect("device").to_string();
+    assert_eq!(dev, attached_dev);
+
+    // mountdevice formats the blank device and mounts it.
+    let dmp = sb.device_mount_path("loop", vol);
+    let dmp_s = dmp.to_str().unwrap();
+    sb.call_twice("loop", &["mountdevice", dmp_s, &dev, &opts])
+        .assert_success();
+    assert!(is_mounted(&dmp));
+    std::fs::write(dmp.join("hello.txt"), "kept across remounts").unwrap();
+
+    // mount/unmount: the loop driver leaves the bind mount to kubelet.
+    let pod_dir = sb.pod_volume_dir("uid-1", "loop", vol);
+    let mount = sb.call("loop", &["mount", pod_dir.to_str().unwrap(), &opts]);
+    assert_eq!(mount.status(), "Not supported", "{}", mount.stdout);
+
+    sb.call_twice("loop", &["unmountdevice", dmp_s])
+        .assert_success();
+    assert!(!is_mounted(&dmp));
+    assert!(!dmp.join("hello.txt").exists());
+
+    sb.call_twice("loop", &["mountdevice", dmp_s, &dev, &opts])
+        .assert_success();
+    assert_eq!(read_file(&dmp.join("hello.txt")), "kept across remounts");
+
+    // Expand: backend (image) then filesystem; df shows the new size.
+    let before = df_size(&dmp);
+    let new_size = (640u64 << 20).to_string();
+    let old_size = (320u64 << 20).to_string();
+    sb.call_twice("loop", &["expandvolume", &opts, "", &new_size, &old_size])
+        .assert_success();
+    sb.call_twice(
+        "loop",
+        &["expandfs", &opts, &dev, dmp_s, &new_size, &old_size],
+    )
+    .assert_success();
+    let after = df_size(&dmp);
+    assert!(
+        after > before + (250 << 20),
+        "df size {before} → {after}: filesystem did not grow"
+    );
+    assert_eq!(read_file(&dmp.join("hello.txt")), "kept across remounts");
+
+    sb.call_twice("loop", &["unmountdevice", dmp_s])
+        .assert_success();
+    // detach gets a name, no options: the plugin finds the image via state.
+    sb.call_twice("loop", &["detach", vol, NODE])
+        .assert_success();
+    assert!(loop_devices_under(sb.root.path()).is_empty());
+    let is = sb.call_twice("loop", &["isattached", &opts, NODE]);
+    is.assert_success();
+    assert_eq!(is.json["attached"], false);
+
+    // The call log has one JSON line per call, with the plugin's log lines.
+    let log = sb.log_lines("loop");
+    assert_eq!(log.len(), 27, "one log line per call");
+    assert!(
+        log.iter()
+            .any(|l| l["op"] == "attach" && l["plugin_log"].is_array())
+    );
+}
+
+#[test]
+fn tmpfs_driver_node_only_mount_unmount() {
+    if !privileged("tmpfs_driver_node_only_mount_unmount") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    sb.install("tmpfs");
+    let vol = "scratch";
+    let opts = options_json(&[
+        ("kubernetes.io/fsType", ""),
+        ("kubernetes.io/pvOrVolumeName", vol),
+        ("kubernetes.io/readwrite", "rw"),
+        ("kubernetes.io/pod.name", "web-0"),
+        ("kubernetes.io/pod.namespace", "default"),
+        ("kubernetes.io/pod.uid", "uid-2"),
+        ("kubernetes.io/serviceAccount.name", "default"),
+        ("size", "16Mi"),
+    ]);
+    let init = sb.call_twice("tmpfs", &["init"]);
+    init.assert_success();
+    assert_eq!(init.json["capabilities"]["attach"], false);
+    sb.call_twice("tmpfs", &["getvolumename", &opts])
+        .assert_success();
+
+    let dir = sb.pod_volume_dir("uid-2", "tmpfs", vol);
+    let d = dir.to_str().unwrap();
+    sb.call_twice("tmpfs", &["mount", d, &opts])
+        .assert_success();
+    assert!(is_mounted(&dir));
+    assert_eq!(df_size(&dir), 16 << 20);
+    let mountinfo = read_file(Path::new("/proc/thread-self/mountinfo"));
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(d))
+        .expect("mountinfo line");
+    assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
+    std::fs::write(dir.join("f"), "x").unwrap();
+
+    sb.call_twice("tmpfs", &["unmount", d]).assert_success();
+    assert!(!is_mounted(&dir));
+    // attach is never called for a node-only driver; if it is, Not supported.
+    let a = sb.call("tmpfs", &["attach", &opts, NODE]);
+    assert_eq!(a.status(), "Not supported");
+    assert_eq!(a.code, 1);
+}
+
+#[test]
+fn read_only_volume_is_mounted_read_only_and_never_formatted() {
+    if !privileged("read_only_volume_is_mounted_read_only_and_never_formatted") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let vol = "pv-ro";
+    let rw = options_json(&[
+        ("kubernetes.io/fsType", "ext4"),
+        ("kubernetes.io/pvOrVolumeName", vol),
+        ("kubernetes.io/readwrite", "rw"),
+        ("size", "32Mi"),
+    ]);
+    let ro = rw.replace("\"rw\"", "\"ro\"");
+    let dev = sb.call("loop", &["attach", &rw, NODE]).json["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dmp = sb.device_mount_path("loop", vol);
+    let dmp_s = dmp.to_str().unwrap();
+    // Blank + read-only: refuse, do not format.
+    sb.call("loop", &["mountdevice", dmp_s, &dev, &ro])
+        .assert_failure("read-only; not formatting");
+    let probe = Command::new("blkid").args(["-p", &dev]).output().unwrap();
+    assert_eq!(probe.status.code(), Some(2), "device must still be blank");
+    // Format read-write once, then a read-only mount is read-only.
+    sb.call("loop", &["mountdevice", dmp_s, &dev, &rw])
+        .assert_success();
+    std::fs::write(dmp.join("data"), "v1").unwrap();
+    sb.call("loop", &["unmountdevice", dmp_s]).assert_success();
+    sb.call("loop", &["mountdevice", dmp_s, &dev, &ro])
+        .assert_success();
+    assert_eq!(read_file(&dmp.join("data")), "v1");
+    let err = std::fs::write(dmp.join("data"), "v2").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    sb.call("loop", &["unmountdevice", dmp_s]).assert_success();
+    sb.call("loop", &["detach", vol, NODE]).assert_success();
+}
+
+#[test]
+fn mountdevice_refuses_a_device_holding_another_filesystem() {
+    if !privileged("mountdevice_refuses_a_device_holding_another_filesystem") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let vol = "pv-safety";
+    let as_xfs = options_json(&[
+        ("kubernetes.io/fsType", "xfs"),
+        ("kubernetes.io/pvOrVolumeName", vol),
+        ("kubernetes.io/readwrite", "rw"),
+        ("size", "320Mi"),
+    ]);
+    let as_ext4 = as_xfs.replace("\"xfs\"", "\"ext4\"");
+    let dev = sb.call("loop", &["attach", &as_xfs, NODE]).json["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dmp = sb.device_mount_path("loop", vol);
+    let dmp_s = dmp.to_str().unwrap();
+    sb.call("loop", &["mountdevice", dmp_s, &dev, &as_xfs])
+        .assert_success();
+    std::fs::write(dmp.join("precious"), "do not lose me").unwrap();
+    sb.call("loop", &["unmountdevice", dmp_s]).assert_success();
+
+    // Same device, fsType ext4: must refuse, neither format nor mount.
+    for _ in 0..2 {
+        sb.call("loop", &["mountdevice", dmp_s, &dev, &as_ext4])
+            .assert_failure("already holds a xfs filesystem");
+        assert!(!is_mounted(&dmp));
+    }
+    let probe = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE", &dev])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "xfs");
+    sb.call("loop", &["mountdevice", dmp_s, &dev, &as_xfs])
+        .assert_success();
+    assert_eq!(read_file(&dmp.join("precious")), "do not lose me");
+    sb.call("loop", &["unmountdevice", dmp_s]).assert_success();
+    sb.call("loop", &["detach", vol, NODE]).assert_success();
+}
+
+#[test]
+fn concurrent_attach_of_one_volume_attaches_once() {
+    if !privileged("concurrent_attach_of_one_volume_attaches_once") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let opts = options_json(&[
+        ("kubernetes.io/fsType", "ext4"),
+        ("kubernetes.io/pvOrVolumeName", "pv-race"),
+        ("kubernetes.io/readwrite", "rw"),
+        ("size", "16Mi"),
+    ]);
+    let devices: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| sb.call("loop", &["attach", &opts, NODE])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let a = h.join().expect("thread");
+                a.assert_success();
+                a.json["device"].as_str().unwrap().to_string()
+            })
+            .collect()
+    });
+    assert!(devices.windows(2).all(|w| w[0] == w[1]), "{devices:?}");
+    assert_eq!(loop_devices_under(sb.root.path()).len(), 1);
+    sb.call("loop", &["detach", "pv-race", NODE])
+        .assert_success();
+}

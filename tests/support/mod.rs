@@ -1,0 +1,421 @@
+//! Shared test support: build the plugins, install a driver into a temp
+//! plugin dir, call it exactly as kubelet does, and check every answer
+//! against kubelet's output rules.
+//!
+//! Privileged tests run in a private mount namespace (per test thread), so
+//! every mount disappears with the test even when it fails; loop devices
+//! are global, so [`Sandbox`]'s Drop detaches every loop device backed by a
+//! file under the sandbox.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const HOST: &str = env!("CARGO_BIN_EXE_flexwasm");
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Build every guest (reference plugins) once per test process, as
+/// wasm32-wasip2 components, in their own target dir so this does not wait
+/// on the outer cargo's lock.
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let target = workspace_root().join("target").join("guests");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(workspace_root())
+                .env("CARGO_TARGET_DIR", &target)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "-p",
+                    "flexwasm-plugin-loop",
+                    "-p",
+                    "flexwasm-plugin-tmpfs",
+                ])
+                .output()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building plugins failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target.join("wasm32-wasip2").join("release"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("flexwasm_plugin_{name}.wasm"));
+    assert!(file.exists(), "{} was not built", file.display());
+    file
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Whether a privileged test may run. Not root: skip, unless `CI` is set,
+/// where a skipped privileged test is a failure.
+pub fn privileged(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: privileged test cannot run without root, and CI is set");
+    }
+    eprintln!("SKIPPED {test}: needs root");
+    false
+}
+
+/// Give this test thread (and the processes it starts) a private mount
+/// namespace with private propagation: nothing mounted here is seen by, or
+/// left behind on, the host.
+pub fn private_mount_namespace() {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / rprivate");
+}
+
+/// A kubelet-shaped world in a temp dir: plugin dir, kubelet root, state
+/// and log dirs.
+pub struct Sandbox {
+    pub root: tempfile::TempDir,
+    pub plugin_dir: PathBuf,
+    pub kubelet_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+/// The answer of one driver call.
+#[derive(Debug)]
+pub struct Answer {
+    pub args: Vec<String>,
+    pub json: Value,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Answer {
+    pub fn status(&self) -> &str {
+        self.json["status"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.json["message"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert_eq!(
+            self.status(),
+            "Success",
+            "{:?} answered {}",
+            self.args,
+            self.stdout
+        );
+        assert_eq!(self.code, 0, "{:?}: Success must exit 0", self.args);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failure(&self, message_part: &str) -> &Self {
+        assert_eq!(
+            self.status(),
+            "Failure",
+            "{:?} answered {}",
+            self.args,
+            self.stdout
+        );
+        assert!(
+            self.message().contains(message_part),
+            "{:?}: message {:?} does not mention {:?}",
+            self.args,
+            self.message(),
+            message_part
+        );
+        self
+    }
+}
+
+/// kubelet's output rules (contract page §3): stdout and stderr merged must
+/// be exactly one JSON object; `status` is one of three strings; Success
+/// exits 0; `attached` is a JSON bool; `capabilities` is never null.
+#[track_caller]
+pub fn check_output_discipline(args: &[String], stdout: &str, stderr: &str, code: i32) -> Value {
+    assert!(
+        stderr.is_empty(),
+        "{args:?}: stderr must be empty, got {stderr:?}"
+    );
+    let mut stream = serde_json::Deserializer::from_str(stdout).into_iter::<Value>();
+    let first = stream
+        .next()
+        .unwrap_or_else(|| panic!("{args:?}: no JSON on stdout"))
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {stdout:?}"));
+    assert!(
+        stream.next().is_none(),
+        "{args:?}: more than one JSON value on stdout: {stdout:?}"
+    );
+    assert_eq!(
+        stdout.trim_end_matches('\n').lines().count(),
+        1,
+        "{args:?}: one line expected: {stdout:?}"
+    );
+    let obj = first
+        .as_object()
+        .unwrap_or_else(|| panic!("{args:?}: not a JSON object: {stdout:?}"));
+    let status = obj
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{args:?}: no string status: {stdout:?}"));
+    assert!(
+        ["Success", "Failure", "Not supported"].contains(&status),
+        "{args:?}: bad status {status}"
+    );
+    if status == "Success" {
+        assert_eq!(code, 0, "{args:?}: Success with exit {code}");
+    }
+    if let Some(a) = obj.get("attached") {
+        assert!(
+            a.is_boolean(),
+            "{args:?}: attached must be a bool: {stdout}"
+        );
+    }
+    if let Some(c) = obj.get("capabilities") {
+        assert!(
+            c.is_object(),
+            "{args:?}: capabilities must be an object: {stdout}"
+        );
+    }
+    first
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("flexwasm-test-")
+            .tempdir()
+            .expect("tempdir");
+        let p = root.path().to_path_buf();
+        let sb = Sandbox {
+            plugin_dir: p.join("volume-plugins"),
+            kubelet_root: p.join("kubelet"),
+            state_dir: p.join("state"),
+            log_dir: p.join("log"),
+            root,
+        };
+        for d in [&sb.plugin_dir, &sb.kubelet_root] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        sb
+    }
+
+    /// `flexwasm install` a reference plugin as `flexwasm/<name>`.
+    pub fn install(&self, name: &str) -> PathBuf {
+        self.install_file(name, &plugin_wasm(name))
+    }
+
+    pub fn install_file(&self, driver: &str, wasm: &Path) -> PathBuf {
+        let out = Command::new(HOST)
+            .args(["install", "--plugin-dir"])
+            .arg(&self.plugin_dir)
+            .args(["--driver", &format!("flexwasm/{driver}"), "--plugin"])
+            .arg(wasm)
+            .envs(self.env())
+            .output()
+            .expect("run flexwasm install");
+        assert!(
+            out.status.success(),
+            "install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.driver_exe(driver)
+    }
+
+    pub fn driver_dir(&self, driver: &str) -> PathBuf {
+        self.plugin_dir.join(format!("flexwasm~{driver}"))
+    }
+
+    pub fn driver_exe(&self, driver: &str) -> PathBuf {
+        self.driver_dir(driver).join(driver)
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("FLEXWASM_STATE_DIR", self.state_dir.clone()),
+            ("FLEXWASM_LOG_DIR", self.log_dir.clone()),
+        ]
+    }
+
+    /// Call the driver as kubelet does and check the output rules.
+    #[track_caller]
+    pub fn call(&self, driver: &str, args: &[&str]) -> Answer {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let out = Command::new(self.driver_exe(driver))
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(self.env())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("exec driver");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let code = out.status.code().unwrap_or(-1);
+        let json = check_output_discipline(&args, &stdout, &stderr, code);
+        Answer {
+            args,
+            json,
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Call twice; both must answer the same (idempotency), return the second.
+    #[track_caller]
+    pub fn call_twice(&self, driver: &str, args: &[&str]) -> Answer {
+        let first = self.call(driver, args);
+        let second = self.call(driver, args);
+        assert_eq!(
+            (first.status(), first.code),
+            (second.status(), second.code),
+            "{args:?} is not idempotent: {} then {}",
+            first.stdout,
+            second.stdout
+        );
+        second
+    }
+
+    /// `<kubelet-root>/plugins/kubernetes.io/flexvolume/<vendor>/<driver>/mounts/<vol>`
+    pub fn device_mount_path(&self, driver: &str, volume: &str) -> PathBuf {
+        let p = self
+            .kubelet_root
+            .join("plugins/kubernetes.io/flexvolume/flexwasm")
+            .join(driver)
+            .join("mounts")
+            .join(volume);
+        std::fs::create_dir_all(&p).expect("mkdir deviceMountPath");
+        p
+    }
+
+    /// `<kubelet-root>/pods/<uid>/volumes/<vendor>~<driver>/<vol>`
+    pub fn pod_volume_dir(&self, uid: &str, driver: &str, volume: &str) -> PathBuf {
+        let p = self
+            .kubelet_root
+            .join("pods")
+            .join(uid)
+            .join("volumes")
+            .join(format!("flexwasm~{driver}"))
+            .join(volume);
+        std::fs::create_dir_all(&p).expect("mkdir podVolDir");
+        p
+    }
+
+    pub fn log_lines(&self, driver: &str) -> Vec<Value> {
+        let path = self.log_dir.join(format!("flexwasm~{driver}.log"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+            .collect()
+    }
+
+    fn cleanup(&self) {
+        // Unmount anything still mounted under the sandbox (lazily: the
+        // namespace is ours), then detach loop devices backed by its files.
+        if let Ok(text) = std::fs::read_to_string("/proc/thread-self/mountinfo") {
+            let root = self.root.path().to_string_lossy().into_owned();
+            let mut points: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for dev in loop_devices_under(self.root.path()) {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).output();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Loop devices whose backing file lies under `dir`.
+pub fn loop_devices_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return out;
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        if let Ok(backing) = std::fs::read_to_string(e.path().join("loop/backing_file"))
+            && backing.trim().starts_with(&dir)
+        {
+            out.push(PathBuf::from(format!("/dev/{name}")));
+        }
+    }
+    out
+}
+
+/// The options JSON kubelet builds (Go map, keys sorted, HTML-escaped).
+pub fn options_json(pairs: &[(&str, &str)]) -> String {
+    let map: std::collections::BTreeMap<&str, &str> = pairs.iter().copied().collect();
+    serde_json::to_string(&map)
+        .expect("json")
+        .replace('&', "\\u0026")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+}
+
+/// Whether `path` is a mount point in this namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
+    let p = path.to_string_lossy();
+    text.lines().any(|l| l.split(' ').nth(4) == Some(&p))
+}
+
+/// `df -B1 --output=size <path>` as bytes.
+pub fn df_size(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=size"])
+        .arg(path)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df size")
+}
