@@ -15,7 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 if [ -z "${FLEXWASM_DEMO_INNER:-}" ]; then
-  cargo build --release -p flexwasm
+  # Same build as the README's test command, so the two share one build.
+  cargo test --release --workspace --no-run
   CARGO_TARGET_DIR=target/guests cargo build --release --target wasm32-wasip2 -p flexwasm-plugin-loop
   # Re-run ourselves in a private mount namespace: mounts vanish with it.
   exec env FLEXWASM_DEMO_INNER=1 unshare --mount --propagation private bash "$0" "$@"
