@@ -8,8 +8,10 @@
 //! - accepts only block devices under `/dev` (symlinks resolved);
 //! - never runs mkfs on a device holding a filesystem or a partition
 //!   table, nor on a read-only volume;
-//! - refuses mount options that weaken the node (`suid`, `dev`, `exec`,
-//!   `bind`, `remount`, …) and always adds `nosuid,nodev`;
+//! - formats and mounts only the filesystem types the grant lists, and
+//!   only the mount options it lists (`suid`, `dev`, `exec` included);
+//!   `bind`, `remount` and propagation changes are never allowed; adds
+//!   `nosuid,nodev` unless `suid` / `dev` were granted and asked for;
 //! - treats repeating a call that already succeeded as success.
 
 use std::path::{Path, PathBuf};
@@ -19,19 +21,15 @@ use crate::contract::{ArgvError, Call, CapabilitiesJson, DriverStatus, parse_cal
 use crate::layout::DriverLayout;
 use crate::node::{self, NodeError, blockdev, mkfs, mountinfo};
 use crate::options::{RawOptions, VolumeOptions};
-use crate::runtime::{Limits, LoadedFrom, Plugin, RuntimeError, wit};
+use crate::policy::{Grant, PolicyError};
+use crate::precompiled::LoadedFrom;
+use crate::runtime::{Plugin, RuntimeError, wit};
+use crate::supervisor::Supervisor;
 
-/// Filesystems a `filesystem` mount plan may ask for. (A grant policy
-/// widens this per driver.)
-const FILESYSTEM_PLAN_TYPES: &[&str] = &["tmpfs"];
-
-/// Mount options a plugin may never ask for: they would let a volume
-/// carry setuid binaries or device nodes onto the node, or change what
-/// kind of mount this is.
-const REFUSED_MOUNT_OPTIONS: &[&str] = &[
-    "suid",
-    "dev",
-    "exec",
+/// Mount options no grant can allow: they change what kind of mount this
+/// is (a bind of some other host path, a remount of something else, mount
+/// propagation).
+const NEVER_MOUNT_OPTIONS: &[&str] = &[
     "bind",
     "rbind",
     "remount",
@@ -45,6 +43,9 @@ const REFUSED_MOUNT_OPTIONS: &[&str] = &[
     "unbindable",
     "runbindable",
 ];
+
+/// Options that only take power away; always allowed.
+const RESTRICTIVE_MOUNT_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "noexec"];
 
 /// Everything about a call that goes to the call log.
 #[derive(Default)]
@@ -61,6 +62,8 @@ pub struct CallReport {
 enum CallError {
     #[error("{0}")]
     Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
     #[error("{0}")]
     Node(#[from] NodeError),
     #[error("{0}")]
@@ -86,7 +89,11 @@ fn plugin_answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> {
 }
 
 /// Run the call described by `args` (argv without the executable).
-pub fn run(layout: &DriverLayout, args: &[String], limits: &Limits) -> (DriverStatus, CallReport) {
+pub fn run(
+    layout: &DriverLayout,
+    args: &[String],
+    supervisor: &Supervisor,
+) -> (DriverStatus, CallReport) {
     let call = match parse_call(args) {
         Ok(call) => call,
         Err(ArgvError::UnknownOp(op)) => {
@@ -107,7 +114,7 @@ pub fn run(layout: &DriverLayout, args: &[String], limits: &Limits) -> (DriverSt
     };
     let quiet = call.options().is_some_and(RawOptions::has_secrets);
     let mut report = CallReport::default();
-    let result = run_call(layout, &call, limits, &mut report);
+    let result = run_call(layout, &call, supervisor, &mut report);
     let mut status = match result {
         Ok(status) => status,
         Err(CallError::NotSupported) => DriverStatus::not_supported(format!(
@@ -161,16 +168,31 @@ fn path_str(p: &Path) -> String {
 fn run_call(
     layout: &DriverLayout,
     call: &Call,
-    limits: &Limits,
+    supervisor: &Supervisor,
     report: &mut CallReport,
 ) -> CallResult {
     // Validate everything kubelet gave us before starting the plugin.
     let options = call.options().map(resolve_options).transpose()?;
     let wopts = options.as_ref().map(to_wit_options);
+    let grant = Grant::load(&layout.driver_dir, &layout.state_dir)?;
+    let limits = grant.limits.for_op(call.op());
+    // The guest's deadline is enforced inside the runtime; this bounds the
+    // whole process, host work included (mkfs and resize have their own
+    // five-minute timeouts).
+    let host_work = match call {
+        Call::MountDevice { .. } | Call::Mount { .. } | Call::ExpandFs { .. } => {
+            std::time::Duration::from_secs(330)
+        }
+        _ => std::time::Duration::from_secs(15),
+    };
+    supervisor.arm_watchdog(
+        limits.deadline + host_work,
+        format!("the {} call", call.op()),
+    );
 
-    let mut plugin = Plugin::load(layout, limits)?;
+    let mut plugin = Plugin::load(layout, &grant, &limits)?;
     report.loaded_from = Some(plugin.loaded_from);
-    let result = dispatch(&mut plugin, call, options.as_ref(), wopts);
+    let result = dispatch(&mut plugin, &grant, call, options.as_ref(), wopts);
     let host = plugin.host();
     report.plugin_log = std::mem::take(&mut host.log.lines);
     if host.log.dropped > 0 {
@@ -189,6 +211,7 @@ fn run_call(
 
 fn dispatch(
     plugin: &mut Plugin,
+    grant: &Grant,
     call: &Call,
     options: Option<&VolumeOptions>,
     wopts: Option<wit::VolumeOptions>,
@@ -233,7 +256,7 @@ fn dispatch(
             let locator = plugin_answer(plugin.call("waitforattach", |g, s| {
                 g.call_wait_for_attach(s, device, &o)
             })?)?;
-            let dev = resolve_locator(plugin, &locator)?;
+            let dev = resolve_locator(plugin, grant, &locator)?;
             let mut status = DriverStatus::success();
             status.device = Some(path_str(&dev));
             Ok(status)
@@ -260,7 +283,7 @@ fn dispatch(
             let plan = plugin_answer(plugin.call("mountdevice", |g, s| {
                 g.call_mount_device(s, &mp, device, &o)
             })?)?;
-            mount_block(&plan, &target, read_only)?;
+            mount_block(grant, &plan, &target, read_only)?;
             Ok(DriverStatus::success())
         }
         Call::UnmountDevice { mount_path } => {
@@ -276,8 +299,8 @@ fn dispatch(
             let d = path_str(dir);
             let plan = plugin_answer(plugin.call("mount", |g, s| g.call_mount(s, &d, &o))?)?;
             match &plan {
-                wit::MountPlan::Block(block) => mount_block(block, &target, read_only)?,
-                wit::MountPlan::Filesystem(fs) => mount_filesystem(fs, &target, read_only)?,
+                wit::MountPlan::Block(block) => mount_block(grant, block, &target, read_only)?,
+                wit::MountPlan::Filesystem(fs) => mount_filesystem(grant, fs, &target, read_only)?,
             }
             Ok(DriverStatus::success())
         }
@@ -342,9 +365,15 @@ fn existing_dir(path: &Path, what: &str) -> Result<PathBuf, CallError> {
 
 fn resolve_locator(
     plugin: &mut Plugin,
+    grant: &Grant,
     locator: &wit::DeviceLocator,
 ) -> Result<PathBuf, CallError> {
     match locator {
+        wit::DeviceLocator::LoopImage(name) if grant.loop_image_dir.is_none() => {
+            Err(refused(format!(
+                "the plugin located its device by loop image '{name}', but the loop capability is not granted"
+            )))
+        }
         wit::DeviceLocator::Path(p) => Ok(blockdev::resolve_block_device(Path::new(p))?),
         wit::DeviceLocator::LoopImage(name) => plugin
             .host()
@@ -381,8 +410,9 @@ fn find_device(pred: impl Fn(&blockdev::BlockDevice) -> bool) -> Option<PathBuf>
         .map(|d| d.path)
 }
 
-/// Check a plugin's mount options one by one; add `nosuid,nodev`.
-fn checked_mount_options(options: &[String]) -> Result<Vec<String>, CallError> {
+/// Check a plugin's mount options one by one against the grant; add
+/// `nosuid,nodev` unless `suid` / `dev` were granted and asked for.
+fn checked_mount_options(grant: &Grant, options: &[String]) -> Result<Vec<String>, CallError> {
     let mut out = Vec::with_capacity(options.len() + 2);
     for opt in options {
         let opt = opt.trim();
@@ -399,31 +429,64 @@ fn checked_mount_options(options: &[String]) -> Result<Vec<String>, CallError> {
                 opt.chars().take(64).collect::<String>()
             )));
         }
-        if REFUSED_MOUNT_OPTIONS.contains(&name) {
+        if NEVER_MOUNT_OPTIONS.contains(&name) {
             return Err(refused(format!(
-                "mount option '{name}' is not allowed for plugin volumes"
+                "mount option '{name}' is never allowed for plugin volumes"
+            )));
+        }
+        if !RESTRICTIVE_MOUNT_OPTIONS.contains(&name)
+            && !grant.mount_options.iter().any(|g| g == name)
+        {
+            return Err(refused(format!(
+                "mount option '{name}' is not granted to this driver (granted: {})",
+                list_or_none(&grant.mount_options)
             )));
         }
         out.push(opt.to_string());
     }
-    for forced in ["nosuid", "nodev"] {
-        if !out.iter().any(|o| o == forced) {
+    for (forced, unless) in [("nosuid", "suid"), ("nodev", "dev")] {
+        if !out.iter().any(|o| o == forced || o == unless) {
             out.push(forced.to_string());
         }
     }
     Ok(out)
 }
 
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn check_fs_granted(kind: &str, fs_type: &str, granted: &[String]) -> Result<(), CallError> {
+    if granted.iter().any(|g| g == fs_type) {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "{kind} of filesystem type '{fs_type}' is not granted to this driver (granted: {})",
+            list_or_none(granted)
+        )))
+    }
+}
+
 /// Carry out a block plan at `target`: resolve the device, check what it
 /// holds, format only if blank and read-write, mount.
-fn mount_block(plan: &wit::BlockPlan, target: &Path, read_only: bool) -> Result<(), CallError> {
+fn mount_block(
+    grant: &Grant,
+    plan: &wit::BlockPlan,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), CallError> {
     let fs_type = plan.fs_type.trim();
     if !mkfs::is_supported_fs(fs_type) {
         return Err(refused(format!(
             "filesystem type '{fs_type}' is not supported for block volumes (use ext4, xfs, ext3, ext2 or btrfs)"
         )));
     }
-    let mount_options = checked_mount_options(&plan.mount_options)?;
+    check_fs_granted("mounting", fs_type, &grant.block)?;
+    let mount_options = checked_mount_options(grant, &plan.mount_options)?;
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
 
@@ -447,7 +510,10 @@ fn mount_block(plan: &wit::BlockPlan, target: &Path, read_only: bool) -> Result<
                 device.display()
             )));
         }
-        mkfs::Signature::Blank => mkfs::format(&device, fs_type, &plan.mkfs_options)?,
+        mkfs::Signature::Blank => {
+            check_fs_granted("formatting", fs_type, &grant.format)?;
+            mkfs::format(&device, fs_type, &plan.mkfs_options)?
+        }
         mkfs::Signature::Filesystem {
             fs_type: found,
             label,
@@ -479,21 +545,17 @@ fn mount_block(plan: &wit::BlockPlan, target: &Path, read_only: bool) -> Result<
 }
 
 fn mount_filesystem(
+    grant: &Grant,
     plan: &wit::FilesystemPlan,
     target: &Path,
     read_only: bool,
 ) -> Result<(), CallError> {
     let fs_type = plan.fs_type.trim();
-    if !FILESYSTEM_PLAN_TYPES.contains(&fs_type) {
-        return Err(refused(format!(
-            "filesystem type '{fs_type}' is not allowed for this driver (allowed: {})",
-            FILESYSTEM_PLAN_TYPES.join(", ")
-        )));
-    }
+    check_fs_granted("mounting", fs_type, &grant.filesystem)?;
     if plan.source.is_empty() || plan.source.contains('\0') || plan.source.len() > 4096 {
         return Err(refused("the mount plan's source is empty or malformed"));
     }
-    let mount_options = checked_mount_options(&plan.mount_options)?;
+    let mount_options = checked_mount_options(grant, &plan.mount_options)?;
     if let Some(existing) = mountinfo::mount_at(target)? {
         if existing.fs_type == fs_type && existing.source == plan.source {
             return Ok(());
@@ -550,12 +612,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mount_options_are_checked_and_hardened() {
-        let ok = checked_mount_options(&["noatime".into(), "discard".into()]).unwrap();
-        assert_eq!(ok, vec!["noatime", "discard", "nosuid", "nodev"]);
-        for bad in ["suid", "dev", "exec", "bind", "remount", "ro,suid", "a b"] {
-            assert!(checked_mount_options(&[bad.to_string()]).is_err(), "{bad}");
+    fn mount_options_are_checked_against_the_grant_and_hardened() {
+        let mut grant = Grant::baseline();
+        grant.mount_options = vec!["noatime".into(), "discard".into()];
+        let ok = checked_mount_options(&grant, &["noatime".into(), "discard".into(), "ro".into()])
+            .unwrap();
+        assert_eq!(ok, vec!["noatime", "discard", "ro", "nosuid", "nodev"]);
+        for bad in [
+            "suid", "dev", "exec", "size=1", "bind", "remount", "ro,suid", "a b",
+        ] {
+            assert!(
+                checked_mount_options(&grant, &[bad.to_string()]).is_err(),
+                "{bad}"
+            );
         }
+        grant
+            .mount_options
+            .extend(["suid".to_string(), "bind".to_string()]);
+        assert_eq!(
+            checked_mount_options(&grant, &["suid".into()]).unwrap(),
+            vec!["suid", "nodev"]
+        );
+        assert!(checked_mount_options(&grant, &["bind".into()]).is_err());
     }
 
     #[test]

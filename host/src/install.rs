@@ -6,6 +6,12 @@
 //! `.plugin.cwasm` and its key) and renamed into place in one step; an
 //! existing driver is swapped with `renameat2(RENAME_EXCHANGE)` so kubelet
 //! never sees a half-written driver or a missing one.
+//!
+//! The plugin is compiled here, once, so no kubelet call runs Cranelift;
+//! the key written beside `.plugin.cwasm` records what it was built from
+//! and the file's stamp (see [`crate::precompiled`]). A policy given with
+//! `--policy` is validated and placed as `policy.toml`, with
+//! `plugin_sha256 = "auto"` pinned to the plugin being installed.
 
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use std::fs;
@@ -16,6 +22,8 @@ use std::time::Instant;
 use crate::layout::{
     DriverLayout, DriverName, PLUGIN_FILE, PRECOMPILED_FILE, PRECOMPILED_KEY_FILE,
 };
+use crate::policy::{Grant, POLICY_FILE, fill_auto_pin};
+use crate::precompiled::{self, FileStamp, PrecompiledKey, engine_key, sha256_hex};
 use crate::runtime;
 
 #[derive(Debug)]
@@ -23,6 +31,8 @@ pub struct InstallRequest {
     pub plugin_dir: PathBuf,
     pub driver: DriverName,
     pub plugin: PathBuf,
+    /// The grant policy to place as `policy.toml`; none = baseline only.
+    pub policy: Option<PathBuf>,
     /// The host binary to install; default: this executable.
     pub host_binary: Option<PathBuf>,
 }
@@ -35,7 +45,33 @@ pub struct Installed {
     pub wasm_bytes: u64,
     pub cwasm_bytes: u64,
     pub imports: Vec<String>,
+    /// Imports the grant does not allow: every call will be refused until
+    /// the policy grants them (`flexwasm inspect` shows the same).
+    pub ungranted: Vec<String>,
+    pub policy: Option<PathBuf>,
     pub compile_ms: f64,
+}
+
+/// The policy text to install: `plugin_sha256 = "auto"` filled in with
+/// `sha`, then validated as a whole.
+fn prepared_policy(
+    path: &Path,
+    sha: &str,
+    layout: &DriverLayout,
+) -> anyhow::Result<(String, Grant)> {
+    let text = ctx(fs::read_to_string(path), || {
+        format!("reading {}", path.display())
+    })?;
+    let text = fill_auto_pin(&text, sha);
+    let grant = Grant::parse(&text, path, &layout.state_dir)?;
+    if grant.plugin_sha256.as_deref() != Some(sha) {
+        anyhow::bail!(
+            "{}: plugin_sha256 does not match {} (sha256 {sha}); use plugin_sha256 = \"auto\" to pin the plugin being installed",
+            path.display(),
+            PLUGIN_FILE
+        );
+    }
+    Ok((text, grant))
 }
 
 fn ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
@@ -71,18 +107,20 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
 
 pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
     let engine = runtime::engine()?;
-    let (wasm, sha) = runtime::read_plugin(&req.plugin)?;
+    let wasm = ctx(fs::read(&req.plugin), || {
+        format!("reading {}", req.plugin.display())
+    })?;
+    let sha = sha256_hex(&wasm);
 
     // Compile now, so no kubelet call ever has to; this also proves the
     // file is a valid component and that we can link every import.
     let t = Instant::now();
-    let cwasm = runtime::precompile(&engine, &wasm, &req.plugin)?;
+    let cwasm = precompiled::precompile(&engine, &wasm, &req.plugin)?;
     let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
     // SAFETY: `cwasm` was produced by this engine a moment ago.
     let component = unsafe { wasmtime::component::Component::deserialize(&engine, &cwasm) }
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", req.plugin.display()))?;
     let imports = runtime::component_imports(&engine, &component);
-    runtime::check_imports(&engine, &imports)?;
 
     let host = match &req.host_binary {
         Some(p) => p.clone(),
@@ -105,6 +143,20 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
     let dir_name = req.driver.dir_name();
     let staging = plugin_dir.join(format!(".{dir_name}"));
     let target = plugin_dir.join(&dir_name);
+    let layout = DriverLayout::for_driver(req.driver.clone(), target.clone());
+
+    let (policy_text, grant) = match &req.policy {
+        Some(p) => {
+            let (text, grant) = prepared_policy(p, &sha, &layout)?;
+            (Some(text), grant)
+        }
+        None => (None, Grant::baseline()),
+    };
+    let ungranted: Vec<String> = grant
+        .ungranted(&imports)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
 
     if fs::symlink_metadata(&staging).is_ok() {
         ctx(fs::remove_dir_all(&staging), || {
@@ -120,10 +172,27 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
     )?;
     let staged = (|| {
         write_file(&staging.join(&req.driver.driver), &host_bytes, 0o755)?;
+        if let Some(text) = &policy_text {
+            write_file(&staging.join(POLICY_FILE), text.as_bytes(), 0o644)?;
+        }
         write_file(&staging.join(PLUGIN_FILE), &wasm, 0o644)?;
         write_file(&staging.join(PRECOMPILED_FILE), &cwasm, 0o644)?;
-        let key = runtime::precompiled_key(&sha, &engine);
-        write_file(&staging.join(PRECOMPILED_KEY_FILE), key.as_bytes(), 0o644)?;
+        // Stamp both files as they are now, after their last change.
+        let stamp = |name: &str| {
+            let p = staging.join(name);
+            ctx(FileStamp::read(&p), || format!("stat {}", p.display()))
+        };
+        let key = PrecompiledKey {
+            engine: engine_key(&engine),
+            wasm_sha256: sha.clone(),
+            wasm: stamp(PLUGIN_FILE)?,
+            cwasm: stamp(PRECOMPILED_FILE)?,
+        };
+        write_file(
+            &staging.join(PRECOMPILED_KEY_FILE),
+            key.render().as_bytes(),
+            0o644,
+        )?;
         sync_dir(&staging)
     })();
     if let Err(e) = staged {
@@ -153,14 +222,15 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
 
     // The compile cache of the previous plugin is stale now; leave it (it
     // is keyed by SHA-256 and never matches a different wasm).
-    let layout = DriverLayout::for_driver(req.driver.clone(), target.clone());
     Ok(Installed {
         executable: target.join(&req.driver.driver),
-        driver_dir: layout.driver_dir,
+        driver_dir: layout.driver_dir.clone(),
         wasm_sha256: sha,
         wasm_bytes: wasm.len() as u64,
         cwasm_bytes: cwasm.len() as u64,
         imports,
+        ungranted,
+        policy: policy_text.map(|_| layout.driver_dir.join(POLICY_FILE)),
         compile_ms,
     })
 }

@@ -6,8 +6,6 @@
 //! the operator's tool (`install`).
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +15,7 @@ use flexwasm::contract::{DriverStatus, Status};
 use flexwasm::driver_call;
 use flexwasm::layout::{DriverLayout, DriverName};
 use flexwasm::options::RawOptions;
-use flexwasm::runtime::Limits;
+use flexwasm::supervisor::{self, Supervisor};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -28,38 +26,34 @@ fn main() {
     }
 }
 
-/// Point fds 1 and 2 at /dev/null and return a private handle on the real
-/// stdout. From here on no library, panic message or stray print can reach
-/// kubelet; only [`answer`] writes, once, to the handle.
-fn silence_stdio() -> Option<std::fs::File> {
-    let saved: OwnedFd = nix::unistd::dup(std::io::stdout()).ok()?;
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2_stdout(&null);
-        let _ = nix::unistd::dup2_stderr(&null);
-    }
-    Some(std::fs::File::from(saved))
-}
-
-fn answer(out: Option<std::fs::File>, status: &DriverStatus) {
-    let mut line = status.to_json();
-    line.push('\n');
-    match out {
-        Some(mut f) => {
-            let _ = f.write_all(line.as_bytes());
-        }
-        None => {
-            let _ = std::io::stdout().write_all(line.as_bytes());
-        }
-    }
-}
-
 fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
     let started = Instant::now();
-    let out = silence_stdio();
-    std::panic::set_hook(Box::new(|_| {}));
+    let lossy: Vec<String> = raw_args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let prefix = format!(
+        "{} {}",
+        layout.name,
+        lossy.first().map(String::as_str).unwrap_or("")
+    );
+    let abort_log = {
+        let (layout, args) = (layout.clone(), lossy.clone());
+        Box::new(move |status: &DriverStatus, code: i32| {
+            log_call(
+                &layout,
+                &args,
+                status,
+                code,
+                driver_call::CallReport::default(),
+                started,
+            )
+        })
+    };
+    let supervisor = Supervisor::start(prefix.trim_end().to_string(), abort_log);
 
     let args: Result<Vec<String>, _> = raw_args.iter().map(|a| a.clone().into_string()).collect();
-    let (status, report) = match args {
+    let (mut status, report) = match args {
         Err(_) => (
             DriverStatus::failure(format!(
                 "flexwasm driver {}: an argument is not valid UTF-8",
@@ -67,26 +61,37 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
             )),
             driver_call::CallReport::default(),
         ),
-        Ok(ref args) => {
-            let limits = Limits::default();
-            std::panic::catch_unwind(|| driver_call::run(&layout, args, &limits)).unwrap_or_else(
-                |_| {
-                    (
-                        DriverStatus::failure(format!(
-                            "flexwasm driver {}: internal error (a bug in flexwasm; see the call log)",
-                            layout.name
-                        )),
-                        driver_call::CallReport::default(),
-                    )
-                },
+        Ok(ref args) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            driver_call::run(&layout, args, &supervisor)
+        }))
+        .unwrap_or_else(|_| {
+            (
+                DriverStatus::failure(format!(
+                    "flexwasm driver {}: internal error (a bug in flexwasm; see the call log)",
+                    layout.name
+                )),
+                driver_call::CallReport::default(),
             )
-        }
+        }),
     };
-    let args = args.unwrap_or_default();
+    // A message must never carry a secret the call was given.
+    if let Some(m) = status.message.take() {
+        status.message = Some(calllog::redact(&m, &secrets_of(&lossy)));
+    }
     let code = status.exit_code();
-    answer(out, &status);
-    log_call(&layout, &args, &status, code, report, started);
+    if supervisor::answer(&status) {
+        log_call(&layout, &lossy, &status, code, report, started);
+    }
     code
+}
+
+/// Every secret value in any argument that parses as options.
+fn secrets_of(args: &[String]) -> Vec<String> {
+    args.iter()
+        .filter(|a| a.trim_start().starts_with('{'))
+        .filter_map(|a| RawOptions::parse(a).ok())
+        .flat_map(|o| o.secret_values())
+        .collect()
 }
 
 fn log_call(
@@ -97,16 +102,13 @@ fn log_call(
     report: driver_call::CallReport,
     started: Instant,
 ) {
-    // Secrets may sit in any argument that parses as options; collect them
-    // all and scrub the whole record.
-    let mut secrets = Vec::new();
+    // Secrets may sit in any argument that parses as options; scrub the
+    // whole record of them.
+    let secrets = secrets_of(args);
     let logged_args: Vec<String> = args
         .iter()
         .map(|a| match RawOptions::parse(a) {
-            Ok(o) if a.trim_start().starts_with('{') => {
-                secrets.extend(o.secret_values());
-                o.redacted_json()
-            }
+            Ok(o) if a.trim_start().starts_with('{') => o.redacted_json(),
             _ => a.clone(),
         })
         .collect();
@@ -153,6 +155,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show what a plugin can do: its imports mapped to capabilities, the
+    /// grant beside it, and what it asks for that is not granted. Exits 2
+    /// when it asks for more than its grant gives.
+    Inspect {
+        /// A driver directory (`<plugin-dir>/<vendor>~<driver>`) or a plugin .wasm.
+        target: PathBuf,
+        /// The policy to check against (default: the driver dir's policy.toml).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print the stable JSON report (schema flexwasm.inspect/v1).
+        #[arg(long)]
+        json: bool,
+    },
     /// Install a driver: stage `.VENDOR~NAME/` (this binary, the plugin, its
     /// precompiled code) in the plugin dir, then rename it into place.
     Install {
@@ -165,6 +180,11 @@ enum Command {
         /// The plugin component (.wasm).
         #[arg(long)]
         plugin: PathBuf,
+        /// The grant policy (TOML) to place beside the plugin. Without one
+        /// the plugin gets only the baseline. `plugin_sha256 = "auto"` is
+        /// filled in with the plugin's hash.
+        #[arg(long)]
+        policy: Option<PathBuf>,
         /// Host binary to install instead of this one.
         #[arg(long)]
         host_binary: Option<PathBuf>,
@@ -174,7 +194,7 @@ enum Command {
 fn admin_main() -> i32 {
     let cli = Cli::parse();
     match run_admin(cli) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("flexwasm: {e:#}");
             1
@@ -182,12 +202,31 @@ fn admin_main() -> i32 {
     }
 }
 
-fn run_admin(cli: Cli) -> anyhow::Result<()> {
+/// Exit codes of `inspect`: 0 everything requested is granted, 2 the plugin
+/// asks for more than its grant gives (or the grant pins another plugin),
+/// 1 the inspection itself failed.
+const INSPECT_DENIED: i32 = 2;
+
+fn run_admin(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Inspect {
+            target,
+            policy,
+            json,
+        } => {
+            let report = flexwasm::inspect::inspect(&target, policy.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", flexwasm::inspect::render_text(&report));
+            }
+            Ok(if report.ok { 0 } else { INSPECT_DENIED })
+        }
         Command::Install {
             plugin_dir,
             driver,
             plugin,
+            policy,
             host_binary,
         } => {
             let driver = DriverName::parse(&driver)?;
@@ -195,6 +234,7 @@ fn run_admin(cli: Cli) -> anyhow::Result<()> {
                 plugin_dir,
                 driver: driver.clone(),
                 plugin,
+                policy,
                 host_binary,
             })?;
             println!("installed {driver} at {}", installed.executable.display());
@@ -207,7 +247,19 @@ fn run_admin(cli: Cli) -> anyhow::Result<()> {
                 installed.cwasm_bytes, installed.compile_ms
             );
             println!("  imports: {}", installed.imports.join(", "));
-            Ok(())
+            if !installed.ungranted.is_empty() {
+                println!(
+                    "  WARNING: the grant does not allow these imports, so every call will be refused: {}",
+                    installed.ungranted.join(", ")
+                );
+            }
+            match &installed.policy {
+                Some(p) => println!("  policy: {}", p.display()),
+                None => println!(
+                    "  policy: none (baseline only: no state, loop, devices, formats or mounts)"
+                ),
+            }
+            Ok(0)
         }
     }
 }

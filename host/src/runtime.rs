@@ -9,18 +9,13 @@
 //! the wasm's SHA-256 and this engine; the result is then cached in the
 //! state dir (never in the driver dir: kubelet would re-probe).
 //!
-//! Precompiled code is native code. It is loaded only from regular files
-//! owned by root, not writable by group or others, in a directory with the
-//! same property — files the host wrote and that only root can change.
+//! When precompiled code is trusted is [`crate::precompiled`]'s business;
+//! what a plugin may import is its [`Grant`]'s.
 
-use sha2::{Digest, Sha256};
-use std::fs;
-use std::hash::{Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -28,6 +23,8 @@ use crate::capabilities::{
     devices::DeviceView, log::PluginLog, loop_images::LoopImages, state::StateCapability,
 };
 use crate::layout::DriverLayout;
+use crate::policy::{Grant, describe_import};
+use crate::precompiled::{self, LoadedFrom};
 
 /// Host-side bindings of the WIT world (`wit/flexwasm.wit`).
 pub mod bindings {
@@ -76,6 +73,21 @@ pub enum RuntimeError {
     Invalid { path: PathBuf, reason: String },
     #[error("plugin imports {0}, which flexwasm does not provide")]
     UnknownImport(String),
+    #[error("plugin imports {0}, which its grant does not allow{hint}", hint = grant_hint(.1))]
+    Ungranted(String, Option<PathBuf>),
+    #[error(
+        "plugin.wasm has SHA-256 {actual}, which does not match the grant's plugin_sha256 {granted}; refusing to run (reinstall, or update {policy})"
+    )]
+    PinMismatch {
+        actual: String,
+        granted: String,
+        policy: String,
+    },
+    #[error("plugin exceeded its memory limit of {limit_mib} MiB in {call} and was stopped")]
+    Memory {
+        call: &'static str,
+        limit_mib: usize,
+    },
     #[error("cannot instantiate plugin: {0}")]
     Instantiate(String),
     #[error("plugin {call} exceeded its {limit:?} deadline and was stopped")]
@@ -84,27 +96,6 @@ pub enum RuntimeError {
     Trap { call: &'static str, reason: String },
     #[error("engine setup failed: {0}")]
     Engine(String),
-}
-
-/// How the component was obtained, for the call log and benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadedFrom {
-    /// `.plugin.cwasm` written at install.
-    Precompiled,
-    /// The compile cache in the state dir.
-    Cache,
-    /// Compiled now with Cranelift (slow; then cached).
-    Compiled,
-}
-
-impl LoadedFrom {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoadedFrom::Precompiled => "precompiled",
-            LoadedFrom::Cache => "cache",
-            LoadedFrom::Compiled => "compiled",
-        }
-    }
 }
 
 /// The engine configuration. Install and every call must agree on it, or
@@ -116,163 +107,59 @@ pub fn engine() -> Result<Engine, RuntimeError> {
     Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 
-/// A stable hex digest of what makes precompiled code compatible with `engine`.
-pub fn engine_key(engine: &Engine) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    format!("{:016x}", h.finish())
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
+fn grant_hint(policy: &Option<PathBuf>) -> String {
+    match policy {
+        Some(p) => format!(" (see {})", p.display()),
+        None => " (the driver was installed without a policy: only the baseline is granted)".into(),
     }
-    s
 }
 
-/// The content of the `.plugin.cwasm.key` sidecar.
-pub fn precompiled_key(wasm_sha256: &str, engine: &Engine) -> String {
-    format!(
-        "flexwasm-cwasm-v1 wasm-sha256={wasm_sha256} engine={}\n",
-        engine_key(engine)
-    )
+/// Caps the guest's memory and remembers that it hit the cap, so the
+/// resulting trap can be explained as what it is.
+pub struct MemoryCap {
+    max_bytes: usize,
+    hit: bool,
 }
 
-/// Whether `path` is a regular file only root can change, in a directory
-/// only root can change. Symlinks are not followed.
-pub fn only_root_can_change(path: &Path) -> bool {
-    let safe = |meta: &fs::Metadata| meta.uid() == 0 && meta.mode() & 0o022 == 0;
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.file_type().is_file() || !safe(&meta) {
-        return false;
-    }
-    let Some(dir) = path.parent() else {
-        return false;
-    };
-    matches!(fs::symlink_metadata(dir), Ok(d) if d.file_type().is_dir() && safe(&d))
-}
-
-/// Read `plugin.wasm`; the bytes and their SHA-256.
-pub fn read_plugin(path: &Path) -> Result<(Vec<u8>, String), RuntimeError> {
-    let wasm = fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            RuntimeError::MissingPlugin {
-                path: path.to_path_buf(),
-            }
-        } else {
-            RuntimeError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
         }
-    })?;
-    let sha = sha256_hex(&wasm);
-    Ok((wasm, sha))
-}
-
-/// Compile `wasm` to a precompiled artifact for `engine`.
-pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    engine
-        .precompile_component(wasm)
-        .map_err(|e| RuntimeError::Invalid {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })
-}
-
-fn try_deserialize(engine: &Engine, path: &Path) -> Option<Component> {
-    if !only_root_can_change(path) {
-        return None;
-    }
-    // SAFETY: `path` is a regular file that only root can change, in a
-    // directory only root can change (checked just above), and it was
-    // written by this host (`flexwasm install` or the compile cache below).
-    // wasmtime checks its header, version and engine configuration.
-    unsafe { Component::deserialize_file(engine, path) }.ok()
-}
-
-/// Write `bytes` to `path` atomically (temp file in the same dir, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Load the driver's component: precompiled file, else cache, else compile.
-pub fn load_component(
-    engine: &Engine,
-    layout: &DriverLayout,
-) -> Result<(Component, LoadedFrom), RuntimeError> {
-    let wasm_path = layout.plugin_wasm();
-    let (wasm, sha) = read_plugin(&wasm_path)?;
-    let key = precompiled_key(&sha, engine);
-
-    let key_path = layout.precompiled_key();
-    if only_root_can_change(&key_path)
-        && fs::read_to_string(&key_path).is_ok_and(|k| k == key)
-        && let Some(c) = try_deserialize(engine, &layout.precompiled())
-    {
-        return Ok((c, LoadedFrom::Precompiled));
+        Ok(true)
     }
 
-    let cache_file = layout
-        .compile_cache_dir()
-        .join(format!("{sha}-{}.cwasm", engine_key(engine)));
-    if let Some(c) = try_deserialize(engine, &cache_file) {
-        return Ok((c, LoadedFrom::Cache));
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
     }
 
-    let bytes = precompile(engine, &wasm, &wasm_path)?;
-    // Best effort: a read-only state dir must not fail the call.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = layout.compile_cache_dir();
-        if fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .is_ok()
-        {
-            let _ = write_atomic(&cache_file, &bytes, 0o600);
-        }
+    fn instances(&self) -> usize {
+        16
     }
-    // SAFETY: `bytes` was produced by `precompile_component` of this very
-    // engine a moment ago, in this process.
-    let component =
-        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| RuntimeError::Invalid {
-            path: wasm_path.clone(),
-            reason: format!("{e:#}"),
-        })?;
-    Ok((component, LoadedFrom::Compiled))
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
 }
 
 /// Store data: what the guest's imports act on.
 pub struct PluginHost {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    memory: MemoryCap,
     pub log: PluginLog,
     pub state: StateCapability,
     pub loops: LoopImages,
@@ -295,13 +182,12 @@ impl HasData for HasTable {
 
 /// Link one import by name (`namespace:package/interface`, version
 /// stripped). Only these interfaces exist for a plugin: the WASI baseline
-/// Rust's std needs (stdio captured, empty env, no preopens, clocks,
-/// random) and flexwasm's own. Sockets, HTTP and anything else are not
+/// Rust's std needs (stdio captured, empty env, clocks, random) and
+/// flexwasm's own. Filesystem, sockets, HTTP and anything else are never
 /// linked; a component importing them is refused.
 fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), RuntimeError> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
     use wasmtime_wasi::p2::bindings::sync as w;
     use wasmtime_wasi::random::WasiRandom;
     type T = PluginHost;
@@ -343,13 +229,6 @@ fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), Runtim
         "wasi:cli/terminal-stderr" => {
             w::cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)
         }
-        // No directory is ever preopened: the guest sees an empty filesystem.
-        "wasi:filesystem/preopens" => {
-            w::filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)
-        }
-        "wasi:filesystem/types" => {
-            w::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)
-        }
         "flexwasm:driver/types" => Ok(()),
         "flexwasm:driver/log" => crate::capabilities::log::add_to_linker(l),
         "flexwasm:driver/state" => crate::capabilities::state::add_to_linker(l),
@@ -360,19 +239,22 @@ fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), Runtim
     r.map_err(|e| RuntimeError::Instantiate(format!("linking {name}: {e:#}")))
 }
 
-/// Refuse a component importing anything flexwasm does not provide.
-pub fn check_imports(engine: &Engine, imports: &[String]) -> Result<(), RuntimeError> {
-    let mut linker = Linker::new(engine);
-    let unknown: Vec<&str> = imports
-        .iter()
-        .filter(|name| link_import(&mut linker, name).is_err())
-        .map(String::as_str)
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(RuntimeError::UnknownImport(unknown.join(", ")))
+/// Refuse a component that imports anything its grant does not allow, or
+/// anything flexwasm does not provide at all; name each such import and
+/// what it would allow.
+pub fn check_imports(imports: &[String], grant: &Grant) -> Result<(), RuntimeError> {
+    let ungranted = grant.ungranted(imports);
+    if ungranted.is_empty() {
+        return Ok(());
     }
+    let named: Vec<String> = ungranted
+        .iter()
+        .map(|i| format!("{i} ({})", describe_import(i)))
+        .collect();
+    Err(RuntimeError::Ungranted(
+        named.join(", "),
+        grant.source.clone(),
+    ))
 }
 
 /// The names of the interfaces a component imports.
@@ -392,6 +274,7 @@ pub struct Plugin {
     stderr: MemoryOutputPipe,
     engine: Engine,
     deadline: Duration,
+    memory_mib: usize,
     pub loaded_from: LoadedFrom,
     pub phases: Vec<(&'static str, f64)>,
 }
@@ -401,19 +284,44 @@ fn ms(since: Instant) -> f64 {
 }
 
 impl Plugin {
-    pub fn load(layout: &DriverLayout, limits: &Limits) -> Result<Self, RuntimeError> {
+    /// Identify, check against the grant, load, link and instantiate the
+    /// driver's plugin.
+    pub fn load(
+        layout: &DriverLayout,
+        grant: &Grant,
+        limits: &Limits,
+    ) -> Result<Self, RuntimeError> {
         let t = Instant::now();
-        let engine = engine()?;
-        let mut phases = vec![("engine", ms(t))];
+        let id = precompiled::identify(layout)?;
+        if let Some(granted) = &grant.plugin_sha256
+            && granted != &id.sha256
+        {
+            return Err(RuntimeError::PinMismatch {
+                actual: id.sha256.clone(),
+                granted: granted.clone(),
+                policy: grant
+                    .source
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        let mut phases = vec![("identify", ms(t))];
 
         let t = Instant::now();
-        let (component, loaded_from) = load_component(&engine, layout)?;
+        let engine = engine()?;
+        phases.push(("engine", ms(t)));
+
+        let t = Instant::now();
+        let (component, loaded_from) = precompiled::component(&engine, layout, &id)?;
         phases.push(("load", ms(t)));
 
         let t = Instant::now();
+        let imports = component_imports(&engine, &component);
+        check_imports(&imports, grant)?;
         let mut linker = Linker::new(&engine);
-        for name in component_imports(&engine, &component) {
-            link_import(&mut linker, &name)?;
+        for name in &imports {
+            link_import(&mut linker, name)?;
         }
         phases.push(("link", ms(t)));
 
@@ -429,19 +337,17 @@ impl Plugin {
         let host = PluginHost {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(16)
-                .tables(64)
-                .memories(16)
-                .build(),
+            memory: MemoryCap {
+                max_bytes: limits.memory_bytes,
+                hit: false,
+            },
             log: PluginLog::new(limits.output_bytes),
-            state: StateCapability::new(layout.kv_dir()),
-            loops: LoopImages::new(layout.loop_image_dir()),
+            state: StateCapability::new(layout.kv_dir(), grant.state_quota.unwrap_or(0)),
+            loops: LoopImages::new(grant.loop_image_dir.clone().unwrap_or_default()),
             devices: DeviceView,
         };
         let mut store = Store::new(&engine, host);
-        store.limiter(|h| &mut h.limits);
+        store.limiter(|h| &mut h.memory);
         // Instantiation runs guest start code: bound it too.
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
@@ -456,6 +362,7 @@ impl Plugin {
             stderr,
             engine,
             deadline: limits.deadline,
+            memory_mib: limits.memory_bytes >> 20,
             loaded_from,
             phases,
         })
@@ -479,10 +386,16 @@ impl Plugin {
                     call,
                     limit: self.deadline,
                 }
+            } else if self.store.data().memory.hit {
+                RuntimeError::Memory {
+                    call,
+                    limit_mib: self.memory_mib,
+                }
             } else {
+                let stderr = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
                 RuntimeError::Trap {
                     call,
-                    reason: trap_reason(&e),
+                    reason: trap_reason(&e, &stderr),
                 }
             }
         })
@@ -505,14 +418,26 @@ impl Plugin {
     }
 }
 
-fn trap_reason(e: &wasmtime::Error) -> String {
+/// Why a call trapped, for a person: the trap, and a Rust panic's message
+/// when the guest printed one on stderr just before.
+fn trap_reason(e: &wasmtime::Error, guest_stderr: &str) -> String {
     // The first line of the chain says what happened; the wasm backtrace
     // that follows is for the log, not for `kubectl describe`.
     let full = format!("{e:#}");
-    let first = full.lines().next().unwrap_or("unknown error").to_string();
-    match e.downcast_ref::<wasmtime::Trap>() {
+    let trap = match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("{trap}"),
-        None => first,
+        None => full.lines().next().unwrap_or("unknown error").to_string(),
+    };
+    let panic = guest_stderr
+        .rfind("panicked at ")
+        .map(|i| &guest_stderr[i..])
+        .map(|p| {
+            let p: String = p.split_whitespace().collect::<Vec<_>>().join(" ");
+            p.chars().take(400).collect::<String>()
+        });
+    match panic {
+        Some(p) => format!("{p} ({trap})"),
+        None => trap,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::runtime::PluginHost;
 use crate::runtime::bindings::flexwasm::driver::state::{self as wit, StateError as WitError};
-use crate::state::{DEFAULT_QUOTA_BYTES, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 use std::path::PathBuf;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -14,10 +14,11 @@ pub struct StateCapability {
 }
 
 impl StateCapability {
-    pub fn new(dir: PathBuf) -> Self {
+    /// Only linked when the grant has `[state]`; `quota` is its quota.
+    pub fn new(dir: PathBuf, quota: u64) -> Self {
         StateCapability {
             dir,
-            quota: DEFAULT_QUOTA_BYTES,
+            quota,
             store: None,
         }
     }

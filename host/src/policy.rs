@@ -1,0 +1,594 @@
+//! The grant policy: what an operator allows one plugin to do.
+//!
+//! The file is `<driver-dir>/policy.toml`, placed by
+//! `flexwasm install --policy FILE`. It is read in two stages, like
+//! ripgrep's low/high args: [`RawPolicy`] is the file as written (every
+//! key optional, unknown keys rejected so a typo cannot silently drop a
+//! restriction); [`Grant`] is the validated result the host enforces.
+//!
+//! Deny by default: with no policy file a plugin gets only the baseline,
+//! and in a policy every absent key or table means denied. The baseline —
+//! linked for every plugin, no grant needed — is
+//! `flexwasm:driver/{types,log}`, `wasi:io/*`, `wasi:clocks/*`,
+//! `wasi:random/*` and `wasi:cli/*` with an empty environment, stdin
+//! closed and stdout/stderr captured into the call log.
+//! `wasi:filesystem`, `wasi:sockets` and anything else are never linked.
+//!
+//! ```toml
+//! # Required: SHA-256 (hex) of the plugin.wasm this grant is for. A
+//! # different plugin.wasm is refused. `flexwasm install --policy` fills in
+//! # the literal "auto" with the installed plugin's hash.
+//! plugin_sha256 = "…"
+//!
+//! [limits]                               # every key optional
+//! deadline_seconds = 30                  # per call; default 30, 1..=540
+//! wait_for_attach_deadline_seconds = 30  # default: deadline_seconds; at most 540
+//!                                        # (9 min, below kubelet's 10 min kill)
+//! memory_mib = 64                        # guest memory cap; default 64, 1..=4096
+//! output_kib = 64                        # kept of the plugin's log, stdout and
+//!                                        # stderr, each; default 64, 1..=16384
+//!
+//! [state]                                # grants flexwasm:driver/state
+//! quota_kib = 1024                       # default 1024, 1..=1048576
+//!
+//! [loop]                                 # grants flexwasm:driver/loop
+//! image_dir = "images"                   # required; relative to the driver's
+//!                                        # state dir, or absolute
+//!
+//! [devices]                              # grants flexwasm:driver/devices (read-only)
+//!
+//! [mount]
+//! format = ["ext4", "xfs"]               # fs types the host may mkfs; default none
+//! block = ["ext4", "xfs"]                # fs types a block plan may mount; default none
+//! filesystem = ["tmpfs"]                 # fs types a filesystem plan may mount; default none
+//! options = ["noatime", "size", "mode"]  # mount option names (before '='); default none.
+//!                                        # "suid", "dev", "exec" only if listed; unless
+//!                                        # listed the host adds nosuid,nodev
+//!
+//! [config]                               # string values handed to the plugin
+//! endpoint = "https://array.example:8443"
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::runtime::Limits;
+
+pub const POLICY_FILE: &str = "policy.toml";
+/// kubelet kills `waitforattach` after 10 minutes; stay well below.
+pub const MAX_DEADLINE_SECS: u64 = 540;
+const MAX_POLICY_BYTES: u64 = 256 * 1024;
+
+/// The policy file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub plugin_sha256: Option<String>,
+    pub limits: Option<RawLimits>,
+    pub state: Option<RawState>,
+    #[serde(rename = "loop")]
+    pub loop_images: Option<RawLoop>,
+    pub devices: Option<RawDevices>,
+    pub mount: Option<RawMount>,
+    pub config: Option<BTreeMap<String, toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub deadline_seconds: Option<u64>,
+    pub wait_for_attach_deadline_seconds: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub output_kib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub quota_kib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoop {
+    pub image_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevices {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMount {
+    pub format: Option<Vec<String>>,
+    pub block: Option<Vec<String>>,
+    pub filesystem: Option<Vec<String>>,
+    pub options: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("policy {path} is not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// What the host enforces for one plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// Where it came from; `None` for the baseline (no policy file).
+    pub source: Option<PathBuf>,
+    pub plugin_sha256: Option<String>,
+    pub limits: GrantLimits,
+    /// Quota in bytes, when `state` is granted.
+    pub state_quota: Option<u64>,
+    /// Absolute image dir, when `loop` is granted.
+    pub loop_image_dir: Option<PathBuf>,
+    pub devices: bool,
+    pub format: Vec<String>,
+    pub block: Vec<String>,
+    pub filesystem: Vec<String>,
+    pub mount_options: Vec<String>,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantLimits {
+    pub deadline: Duration,
+    pub wait_for_attach_deadline: Duration,
+    pub memory_bytes: usize,
+    pub output_bytes: usize,
+}
+
+impl Default for GrantLimits {
+    fn default() -> Self {
+        GrantLimits {
+            deadline: Duration::from_secs(30),
+            wait_for_attach_deadline: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            output_bytes: 64 << 10,
+        }
+    }
+}
+
+impl GrantLimits {
+    /// The runtime limits of one call.
+    pub fn for_op(&self, op: &str) -> Limits {
+        Limits {
+            deadline: if op == "waitforattach" {
+                self.wait_for_attach_deadline
+            } else {
+                self.deadline
+            },
+            memory_bytes: self.memory_bytes,
+            output_bytes: self.output_bytes,
+        }
+    }
+}
+
+/// A WIT interface a plugin may import, and whether a grant allows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Always linked (types, log, WASI stdio/clocks/random).
+    Baseline,
+    State,
+    Loop,
+    Devices,
+    /// Never linked (filesystem, sockets, http, unknown).
+    Never,
+}
+
+impl Capability {
+    /// Classify an import by name (`ns:pkg/iface@version`).
+    pub fn of_import(name: &str) -> Capability {
+        let bare = name.split('@').next().unwrap_or(name);
+        match bare {
+            "flexwasm:driver/types" | "flexwasm:driver/log" => Capability::Baseline,
+            "flexwasm:driver/state" => Capability::State,
+            "flexwasm:driver/loop" => Capability::Loop,
+            "flexwasm:driver/devices" => Capability::Devices,
+            b if b.starts_with("wasi:io/")
+                || b.starts_with("wasi:clocks/")
+                || b.starts_with("wasi:random/")
+                || b.starts_with("wasi:cli/") =>
+            {
+                Capability::Baseline
+            }
+            _ => Capability::Never,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Baseline => "baseline",
+            Capability::State => "state",
+            Capability::Loop => "loop",
+            Capability::Devices => "devices",
+            Capability::Never => "never granted",
+        }
+    }
+}
+
+/// What an import lets a plugin do, in plain words.
+pub fn describe_import(name: &str) -> &'static str {
+    let bare = name.split('@').next().unwrap_or(name);
+    match bare {
+        "flexwasm:driver/types" => "shared type definitions (no functions)",
+        "flexwasm:driver/log" => "may write log lines to the driver's call log",
+        "flexwasm:driver/state" => {
+            "may keep durable key/value state (quota-bound) in the driver's state dir"
+        }
+        "flexwasm:driver/loop" => {
+            "may create, grow, attach and detach loop devices backed by image files in one directory"
+        }
+        "flexwasm:driver/devices" => {
+            "may list this node's block devices (read-only: paths, sizes, serials, WWNs, loop backing files)"
+        }
+        b if b.starts_with("wasi:cli/std") => {
+            "standard streams: stdin closed, stdout/stderr captured to the call log"
+        }
+        "wasi:cli/environment" => "environment variables and arguments: always empty",
+        "wasi:cli/exit" => "may end its own instance",
+        b if b.starts_with("wasi:cli/terminal") => "terminal queries: always 'not a terminal'",
+        b if b.starts_with("wasi:io/") => "stream and poll plumbing for its own stdio",
+        b if b.starts_with("wasi:clocks/") => "may read the clock",
+        b if b.starts_with("wasi:random/") => "may draw random numbers",
+        b if b.starts_with("wasi:filesystem/") => {
+            "host files: never granted, no host file is visible to plugins"
+        }
+        b if b.starts_with("wasi:sockets/") => "network sockets: never granted",
+        b if b.starts_with("wasi:http/") => "outbound HTTP: not available in this version",
+        _ => "unknown interface: never granted",
+    }
+}
+
+impl Grant {
+    /// The grant of a plugin installed without a policy: baseline only.
+    pub fn baseline() -> Self {
+        Grant {
+            source: None,
+            plugin_sha256: None,
+            limits: GrantLimits::default(),
+            state_quota: None,
+            loop_image_dir: None,
+            devices: false,
+            format: Vec::new(),
+            block: Vec::new(),
+            filesystem: Vec::new(),
+            mount_options: Vec::new(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    pub fn allows(&self, cap: Capability) -> bool {
+        match cap {
+            Capability::Baseline => true,
+            Capability::State => self.state_quota.is_some(),
+            Capability::Loop => self.loop_image_dir.is_some(),
+            Capability::Devices => self.devices,
+            Capability::Never => false,
+        }
+    }
+
+    /// The imports this grant does not allow.
+    pub fn ungranted<'a>(&self, imports: &'a [String]) -> Vec<&'a str> {
+        imports
+            .iter()
+            .filter(|i| !self.allows(Capability::of_import(i)))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Load the grant of a driver: its `policy.toml`, or the baseline when
+    /// there is none. `state_dir` anchors a relative loop image dir.
+    pub fn load(driver_dir: &Path, state_dir: &Path) -> Result<Grant, PolicyError> {
+        let path = driver_dir.join(POLICY_FILE);
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Grant::baseline()),
+            Err(e) => {
+                return Err(PolicyError::Read {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+            Ok(m) if m.len() > MAX_POLICY_BYTES => {
+                return Err(PolicyError::Invalid {
+                    path,
+                    reason: format!("it is {} bytes, more than the 256 KiB allowed", m.len()),
+                });
+            }
+            Ok(_) => {}
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::Read {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &path, state_dir)
+    }
+
+    /// Stage one and two: text → [`RawPolicy`] → [`Grant`].
+    pub fn parse(text: &str, path: &Path, state_dir: &Path) -> Result<Grant, PolicyError> {
+        let invalid = |reason: String| PolicyError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
+        let mut grant = Grant::baseline();
+        grant.source = Some(path.to_path_buf());
+
+        let sha = raw.plugin_sha256.ok_or_else(|| {
+            invalid(
+                "plugin_sha256 is required: the SHA-256 of the plugin.wasm this grant is for"
+                    .into(),
+            )
+        })?;
+        let sha = sha.trim().to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "plugin_sha256 '{}' is not 64 hex digits",
+                sha.chars().take(80).collect::<String>()
+            )));
+        }
+        grant.plugin_sha256 = Some(sha);
+
+        if let Some(l) = raw.limits {
+            let range = |key: &str, v: Option<u64>, lo: u64, hi: u64, default: u64| match v {
+                None => Ok(default),
+                Some(v) if (lo..=hi).contains(&v) => Ok(v),
+                Some(v) => Err(invalid(format!(
+                    "limits.{key} = {v} is out of range {lo}..={hi}"
+                ))),
+            };
+            let deadline = range(
+                "deadline_seconds",
+                l.deadline_seconds,
+                1,
+                MAX_DEADLINE_SECS,
+                30,
+            )?;
+            let wfa = range(
+                "wait_for_attach_deadline_seconds",
+                l.wait_for_attach_deadline_seconds,
+                1,
+                MAX_DEADLINE_SECS,
+                deadline,
+            )?;
+            grant.limits = GrantLimits {
+                deadline: Duration::from_secs(deadline),
+                wait_for_attach_deadline: Duration::from_secs(wfa),
+                memory_bytes: (range("memory_mib", l.memory_mib, 1, 4096, 64)? << 20) as usize,
+                output_bytes: (range("output_kib", l.output_kib, 1, 16384, 64)? << 10) as usize,
+            };
+        }
+
+        if let Some(s) = raw.state {
+            let kib = s.quota_kib.unwrap_or(1024);
+            if !(1..=1 << 20).contains(&kib) {
+                return Err(invalid(format!(
+                    "state.quota_kib = {kib} is out of range 1..=1048576"
+                )));
+            }
+            grant.state_quota = Some(kib << 10);
+        }
+
+        if let Some(l) = raw.loop_images {
+            let dir = l.image_dir.ok_or_else(|| {
+                invalid("loop.image_dir is required when [loop] is granted".into())
+            })?;
+            grant.loop_image_dir = Some(image_dir(&dir, state_dir).map_err(invalid)?);
+        }
+
+        grant.devices = raw.devices.is_some();
+
+        if let Some(m) = raw.mount {
+            let fs_list = |key: &str, v: Option<Vec<String>>| -> Result<Vec<String>, PolicyError> {
+                let v = v.unwrap_or_default();
+                for t in &v {
+                    if t.is_empty()
+                        || t.len() > 32
+                        || !t
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    {
+                        return Err(invalid(format!(
+                            "mount.{key}: '{t}' is not a filesystem type name"
+                        )));
+                    }
+                }
+                Ok(v)
+            };
+            grant.format = fs_list("format", m.format)?;
+            grant.block = fs_list("block", m.block)?;
+            grant.filesystem = fs_list("filesystem", m.filesystem)?;
+            for f in &grant.format {
+                if !crate::node::mkfs::is_supported_fs(f) {
+                    return Err(invalid(format!(
+                        "mount.format: flexwasm cannot format '{f}' (supported: ext2, ext3, ext4, xfs, btrfs)"
+                    )));
+                }
+            }
+            let options = m.options.unwrap_or_default();
+            for o in &options {
+                if o.is_empty() || o.contains('=') || o.contains(',') || o.len() > 64 {
+                    return Err(invalid(format!(
+                        "mount.options: '{o}' must be an option name such as \"noatime\" or \"size\" (no '=' or ',')"
+                    )));
+                }
+            }
+            grant.mount_options = options;
+        }
+
+        if let Some(config) = raw.config {
+            for (k, v) in config {
+                match v {
+                    toml::Value::String(s) => {
+                        grant.config.insert(k, s);
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "config.{k} must be a string, not {}",
+                            other.type_str()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(grant)
+    }
+}
+
+/// Replace `plugin_sha256 = "auto"` with the given plugin's hash (what
+/// `flexwasm install --policy` and `flexwasm inspect --policy` do).
+pub fn fill_auto_pin(text: &str, sha: &str) -> String {
+    let mut out: String = text
+        .lines()
+        .map(|line| {
+            let t = line.trim_start();
+            if t.starts_with("plugin_sha256") && t.contains("\"auto\"") {
+                line.replacen("\"auto\"", &format!("\"{sha}\""), 1)
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn image_dir(dir: &str, state_dir: &Path) -> Result<PathBuf, String> {
+    let p = Path::new(dir);
+    if dir.is_empty()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "loop.image_dir '{dir}' must be a directory path without '..'"
+        ));
+    }
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        state_dir.join(p)
+    };
+    if full == Path::new("/") {
+        return Err("loop.image_dir must not be /".into());
+    }
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "437fb2e3142303b8c62f99aa87e55685eabcd04e6cc7146ece3557a694cbefe3";
+
+    fn parse(text: &str) -> Result<Grant, PolicyError> {
+        Grant::parse(
+            text,
+            Path::new("/d/policy.toml"),
+            Path::new("/var/lib/flexwasm/a~b"),
+        )
+    }
+
+    #[test]
+    fn full_policy_validates() {
+        let g = parse(&format!(
+            r#"plugin_sha256 = "{SHA}"
+            [limits]
+            deadline_seconds = 10
+            memory_mib = 32
+            [state]
+            [loop]
+            image_dir = "images"
+            [devices]
+            [mount]
+            format = ["ext4"]
+            block = ["ext4", "xfs"]
+            options = ["noatime"]
+            [config]
+            endpoint = "https://x"
+            "#
+        ))
+        .unwrap();
+        assert_eq!(g.limits.deadline, Duration::from_secs(10));
+        assert_eq!(g.limits.wait_for_attach_deadline, Duration::from_secs(10));
+        assert_eq!(g.limits.memory_bytes, 32 << 20);
+        assert_eq!(g.state_quota, Some(1 << 20));
+        assert_eq!(
+            g.loop_image_dir.as_deref(),
+            Some(Path::new("/var/lib/flexwasm/a~b/images"))
+        );
+        assert!(g.devices);
+        assert_eq!(g.config["endpoint"], "https://x");
+    }
+
+    #[test]
+    fn absent_means_denied() {
+        let g = parse(&format!("plugin_sha256 = \"{SHA}\"")).unwrap();
+        assert!(!g.allows(Capability::State));
+        assert!(!g.allows(Capability::Loop));
+        assert!(!g.allows(Capability::Devices));
+        assert!(g.format.is_empty() && g.block.is_empty() && g.mount_options.is_empty());
+        let imports = vec![
+            "wasi:cli/stdout@0.2.6".to_string(),
+            "flexwasm:driver/devices@0.1.0".to_string(),
+            "wasi:filesystem/preopens@0.2.6".to_string(),
+        ];
+        assert_eq!(
+            g.ungranted(&imports),
+            vec![
+                "flexwasm:driver/devices@0.1.0",
+                "wasi:filesystem/preopens@0.2.6"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_policies_are_named() {
+        for (text, needle) in [
+            ("", "plugin_sha256 is required"),
+            ("plugin_sha256 = \"abc\"", "not 64 hex digits"),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[limits]\ndeadline_seconds = 600"),
+                "out of range",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[lop]\n"),
+                "unknown field",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[loop]\n"),
+                "image_dir is required",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[loop]\nimage_dir = \"../x\""),
+                "without '..'",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[mount]\nformat = [\"ntfs\"]"),
+                "cannot format 'ntfs'",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[mount]\noptions = [\"size=1\"]"),
+                "option name",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = 1"),
+                "must be a string",
+            ),
+            ("plugin_sha256 = ", "not valid"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+}

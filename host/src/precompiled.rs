@@ -1,0 +1,377 @@
+//! Precompiled plugin code: the `.plugin.cwasm` written at install, the
+//! compile cache in the state dir, and when each may be trusted.
+//!
+//! Precompiled code is native code that wasmtime maps and runs; loading a
+//! tampered file would run anything. So it is loaded only when:
+//! - it is a regular file owned by root, not writable by group or others,
+//!   in a directory with the same property (only root can change it);
+//! - its key file (same rules) says it was built from a plugin.wasm with
+//!   this SHA-256, by an engine with this compatibility hash;
+//! - its inode, size, mtime and ctime are the ones the host recorded right
+//!   after writing it. Any later write, even by root, changes the ctime
+//!   (which no syscall can set back), so a modified file is never loaded:
+//!   the plugin is recompiled instead.
+//!
+//! The key also records plugin.wasm's inode, size, mtime and ctime. When
+//! they still match, the recorded SHA-256 is the file's SHA-256 without
+//! reading and hashing it on every call (the per-call fast path).
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::layout::DriverLayout;
+use crate::runtime::RuntimeError;
+
+const KEY_MAGIC: &str = "flexwasm-precompiled v2";
+
+/// A stable hex digest of what makes precompiled code compatible with `engine`.
+pub fn engine_key(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut s = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// What identifies one version of a file's content for our purposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        fs::symlink_metadata(path).map(|m| Self::of(&m))
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns
+        )
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split(' ');
+        let stamp = FileStamp {
+            dev: it.next()?.parse().ok()?,
+            ino: it.next()?.parse().ok()?,
+            size: it.next()?.parse().ok()?,
+            mtime_ns: it.next()?.parse().ok()?,
+            ctime_ns: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(stamp)
+    }
+}
+
+/// The sidecar key of a precompiled file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrecompiledKey {
+    pub engine: String,
+    pub wasm_sha256: String,
+    pub wasm: FileStamp,
+    pub cwasm: FileStamp,
+}
+
+impl PrecompiledKey {
+    pub fn render(&self) -> String {
+        format!(
+            "{KEY_MAGIC}\nengine {}\nwasm-sha256 {}\nwasm-stat {}\ncwasm-stat {}\n",
+            self.engine,
+            self.wasm_sha256,
+            self.wasm.render(),
+            self.cwasm.render()
+        )
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        if lines.next()? != KEY_MAGIC {
+            return None;
+        }
+        let mut field = |name: &str| -> Option<String> {
+            lines
+                .next()?
+                .strip_prefix(name)?
+                .strip_prefix(' ')
+                .map(str::to_string)
+        };
+        Some(PrecompiledKey {
+            engine: field("engine")?,
+            wasm_sha256: field("wasm-sha256")?,
+            wasm: FileStamp::parse(&field("wasm-stat")?)?,
+            cwasm: FileStamp::parse(&field("cwasm-stat")?)?,
+        })
+    }
+
+    /// Read a key file that only root can change; `None` otherwise.
+    pub fn read_trusted(path: &Path) -> Option<Self> {
+        if !only_root_can_change(path) {
+            return None;
+        }
+        Self::parse(&fs::read_to_string(path).ok()?)
+    }
+}
+
+/// Whether `path` is a regular file only root can change, in a directory
+/// only root can change. Symlinks are not followed.
+pub fn only_root_can_change(path: &Path) -> bool {
+    let safe = |meta: &fs::Metadata| meta.uid() == 0 && meta.mode() & 0o022 == 0;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_file() || !safe(&meta) {
+        return false;
+    }
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    matches!(fs::symlink_metadata(dir), Ok(d) if d.file_type().is_dir() && safe(&d))
+}
+
+/// Write `bytes` to `path` atomically (temp file in the same dir, fsync,
+/// rename) and return the new file's stamp.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<FileStamp> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // rename updates the ctime: stamp the file as it now is.
+        FileStamp::read(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// plugin.wasm, identified: its SHA-256, and its bytes if they had to be read.
+pub struct PluginIdentity {
+    pub sha256: String,
+    pub size: u64,
+    wasm: Option<Vec<u8>>,
+    stamp: FileStamp,
+    key: Option<PrecompiledKey>,
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> RuntimeError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        RuntimeError::MissingPlugin {
+            path: path.to_path_buf(),
+        }
+    } else {
+        RuntimeError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Identify plugin.wasm, hashing it only when the install-time key does not
+/// vouch for it.
+pub fn identify(layout: &DriverLayout) -> Result<PluginIdentity, RuntimeError> {
+    let path = layout.plugin_wasm();
+    let meta = fs::metadata(&path).map_err(|e| read_error(&path, e))?;
+    let stamp = FileStamp::of(&meta);
+    let key = PrecompiledKey::read_trusted(&layout.precompiled_key());
+    if let Some(k) = &key
+        && k.wasm == stamp
+        && only_root_can_change(&path)
+    {
+        return Ok(PluginIdentity {
+            sha256: k.wasm_sha256.clone(),
+            size: stamp.size,
+            wasm: None,
+            stamp,
+            key,
+        });
+    }
+    let wasm = fs::read(&path).map_err(|e| read_error(&path, e))?;
+    Ok(PluginIdentity {
+        sha256: sha256_hex(&wasm),
+        size: wasm.len() as u64,
+        wasm: Some(wasm),
+        stamp,
+        key,
+    })
+}
+
+/// How the component was obtained, for the call log and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// `.plugin.cwasm` written at install.
+    Precompiled,
+    /// The compile cache in the state dir.
+    Cache,
+    /// Compiled now with Cranelift (slow; then cached).
+    Compiled,
+}
+
+impl LoadedFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadedFrom::Precompiled => "precompiled",
+            LoadedFrom::Cache => "cache",
+            LoadedFrom::Compiled => "compiled",
+        }
+    }
+}
+
+fn try_deserialize(
+    engine: &Engine,
+    key: &PrecompiledKey,
+    sha: &str,
+    path: &Path,
+) -> Option<Component> {
+    if key.engine != engine_key(engine) || key.wasm_sha256 != sha || !only_root_can_change(path) {
+        return None;
+    }
+    if FileStamp::read(path).ok()? != key.cwasm {
+        return None;
+    }
+    // SAFETY: `path` is a regular file only root can change, in a directory
+    // only root can change; its key (itself only root-changeable) says this
+    // host wrote it from this plugin's SHA-256 with this engine, and its
+    // inode/size/mtime/ctime are unchanged since (so it was not modified).
+    // wasmtime checks its header, version and engine configuration too.
+    unsafe { Component::deserialize_file(engine, path) }.ok()
+}
+
+pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, RuntimeError> {
+    engine
+        .precompile_component(wasm)
+        .map_err(|e| RuntimeError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })
+}
+
+/// The component: install-time file, else the cache, else compile (and cache).
+pub fn component(
+    engine: &Engine,
+    layout: &DriverLayout,
+    id: &PluginIdentity,
+) -> Result<(Component, LoadedFrom), RuntimeError> {
+    if let Some(key) = &id.key
+        && let Some(c) = try_deserialize(engine, key, &id.sha256, &layout.precompiled())
+    {
+        return Ok((c, LoadedFrom::Precompiled));
+    }
+    let cache_file = cache_path(layout, &id.sha256, engine);
+    let cache_key_file = cache_file.with_extension("key");
+    if let Some(key) = PrecompiledKey::read_trusted(&cache_key_file)
+        && let Some(c) = try_deserialize(engine, &key, &id.sha256, &cache_file)
+    {
+        return Ok((c, LoadedFrom::Cache));
+    }
+
+    let wasm_path = layout.plugin_wasm();
+    let read;
+    let wasm = match &id.wasm {
+        Some(w) => w,
+        None => {
+            read = fs::read(&wasm_path).map_err(|e| read_error(&wasm_path, e))?;
+            &read
+        }
+    };
+    let bytes = precompile(engine, wasm, &wasm_path)?;
+    // Best effort: a read-only state dir must not fail the call.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = layout.compile_cache_dir();
+        if fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .is_ok()
+            && let Ok(cwasm) = write_atomic(&cache_file, &bytes, 0o600)
+        {
+            let key = PrecompiledKey {
+                engine: engine_key(engine),
+                wasm_sha256: id.sha256.clone(),
+                wasm: id.stamp.clone(),
+                cwasm,
+            };
+            let _ = write_atomic(&cache_key_file, key.render().as_bytes(), 0o600);
+        }
+    }
+    // SAFETY: `bytes` was produced by `precompile_component` of this very
+    // engine a moment ago, in this process.
+    let component =
+        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| RuntimeError::Invalid {
+            path: wasm_path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+    Ok((component, LoadedFrom::Compiled))
+}
+
+pub fn cache_path(layout: &DriverLayout, sha: &str, engine: &Engine) -> PathBuf {
+    layout
+        .compile_cache_dir()
+        .join(format!("{sha}-{}.cwasm", engine_key(engine)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_round_trips_and_rejects_junk() {
+        let stamp = FileStamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: -5,
+        };
+        let key = PrecompiledKey {
+            engine: "ab".into(),
+            wasm_sha256: "cd".into(),
+            wasm: stamp.clone(),
+            cwasm: stamp,
+        };
+        assert_eq!(PrecompiledKey::parse(&key.render()), Some(key.clone()));
+        assert_eq!(PrecompiledKey::parse("flexwasm-precompiled v1\n"), None);
+        assert_eq!(
+            PrecompiledKey::parse(&key.render().replace("cwasm-stat 1", "cwasm-stat x")),
+            None
+        );
+    }
+}
