@@ -231,19 +231,32 @@ impl Sandbox {
     }
 
     /// `flexwasm install` a reference plugin as `flexwasm/<name>`.
+    /// Install a reference plugin with the policy it ships
+    /// (`plugins/<name>/policy.toml`).
     pub fn install(&self, name: &str) -> PathBuf {
-        self.install_file(name, &plugin_wasm(name))
+        let policy = workspace_root()
+            .join("plugins")
+            .join(name)
+            .join("policy.toml");
+        self.install_with_policy(name, &plugin_wasm(name), Some(&policy))
     }
 
+    /// Install without a policy: the plugin gets only the baseline.
     pub fn install_file(&self, driver: &str, wasm: &Path) -> PathBuf {
-        let out = Command::new(HOST)
-            .args(["install", "--plugin-dir"])
+        self.install_with_policy(driver, wasm, None)
+    }
+
+    pub fn install_with_policy(&self, driver: &str, wasm: &Path, policy: Option<&Path>) -> PathBuf {
+        let mut cmd = Command::new(HOST);
+        cmd.args(["install", "--plugin-dir"])
             .arg(&self.plugin_dir)
             .args(["--driver", &format!("flexwasm/{driver}"), "--plugin"])
             .arg(wasm)
-            .envs(self.env())
-            .output()
-            .expect("run flexwasm install");
+            .envs(self.env());
+        if let Some(p) = policy {
+            cmd.arg("--policy").arg(p);
+        }
+        let out = cmd.output().expect("run flexwasm install");
         assert!(
             out.status.success(),
             "install failed: {}",
@@ -418,4 +431,292 @@ pub fn df_size(path: &Path) -> u64 {
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .expect("df size")
+}
+
+// ---------------------------------------------------------------------------
+// Hostile plugins (tests/hostile.rs): building them, installing them with a
+// grant policy, and measuring a call (wall time, peak RSS, signals).
+
+/// Build every hostile plugin (`tests/hostile/examples/*.rs`) once per test
+/// process, as wasm32-wasip2 components, into target/guests.
+pub fn hostile_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let target = workspace_root().join("target").join("guests");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(workspace_root())
+                .env("CARGO_TARGET_DIR", &target)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "-p",
+                    "flexwasm-hostile",
+                    "--examples",
+                ])
+                .output()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building hostile plugins failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target
+                .join("wasm32-wasip2")
+                .join("release")
+                .join("examples"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("{name}.wasm"));
+    assert!(file.exists(), "{} was not built", file.display());
+    file
+}
+
+/// SHA-256 of a file, lower-case hex (what a policy's `plugin_sha256` pins).
+pub fn file_sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How a call measured from outside: wall time, the child's peak RSS, and
+/// the signal that killed it, if one did.
+#[derive(Debug)]
+pub struct CallUsage {
+    pub wall: std::time::Duration,
+    pub max_rss_kib: u64,
+    pub killed_by: Option<i32>,
+}
+
+/// A driver call started as kubelet starts it, still running.
+pub struct RunningCall {
+    pub args: Vec<String>,
+    pub pid: i32,
+    pub started: std::time::Instant,
+    child: std::process::Child,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl RunningCall {
+    /// Send `signal` to the driver process (as kubelet does on timeout).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal)
+            .expect("signal the driver");
+    }
+
+    /// Wait for the driver (reaping it with wait4 for its rusage) and check
+    /// its answer against kubelet's output rules.
+    #[track_caller]
+    pub fn finish(mut self) -> (Answer, CallUsage) {
+        let mut status: libc::c_int = 0;
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: `pid` is our own unreaped child (std's Child is never
+            // waited on afterwards); both pointers are valid for writes.
+            let r = unsafe { libc::wait4(self.pid, &mut status, 0, &mut usage) };
+            if r == self.pid {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::Interrupted,
+                "wait4 {}: {err}",
+                self.pid
+            );
+        }
+        let wall = self.started.elapsed();
+        let stdout = self.stdout.take().map(|h| h.join().expect("stdout reader"));
+        let stderr = self.stderr.take().map(|h| h.join().expect("stderr reader"));
+        let stdout = String::from_utf8_lossy(&stdout.unwrap_or_default()).into_owned();
+        let stderr = String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned();
+        let (code, killed_by) = if libc::WIFEXITED(status) {
+            (libc::WEXITSTATUS(status), None)
+        } else if libc::WIFSIGNALED(status) {
+            (-1, Some(libc::WTERMSIG(status)))
+        } else {
+            (-1, None)
+        };
+        let usage = CallUsage {
+            wall,
+            max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            killed_by,
+        };
+        assert!(
+            killed_by.is_none(),
+            "{:?}: the driver was killed by signal {killed_by:?} after {wall:?} (stdout {stdout:?})",
+            self.args
+        );
+        let json = check_output_discipline(&self.args, &stdout, &stderr, code);
+        // Reaped above; std's handle (never waited on) is just dropped.
+        drop(self.child);
+        let answer = Answer {
+            args: self.args,
+            json,
+            code,
+            stdout,
+            stderr,
+        };
+        (answer, usage)
+    }
+}
+
+impl Sandbox {
+    /// `flexwasm install --policy FILE` of `wasm` as `flexwasm/<driver>`,
+    /// where `grant` is the policy's text without `plugin_sha256`: this pins
+    /// the SHA-256 of `wasm`, writes the file into the sandbox (outside the
+    /// plugin dir) and passes it.
+    #[track_caller]
+    pub fn install_with_grant(&self, driver: &str, wasm: &Path, grant: &str) -> PathBuf {
+        let file = self.root.path().join(format!("policy-{driver}.toml"));
+        let text = format!("plugin_sha256 = \"{}\"\n\n{grant}", file_sha256(wasm));
+        std::fs::write(&file, text).expect("write policy");
+        self.install_with_policy(driver, wasm, Some(&file))
+    }
+
+    /// The driver's state dir (`$FLEXWASM_STATE_DIR/<vendor>~<driver>`).
+    pub fn driver_state_dir(&self, driver: &str) -> PathBuf {
+        self.state_dir.join(format!("flexwasm~{driver}"))
+    }
+
+    /// Start a call exactly as [`Sandbox::call`] does, without waiting.
+    pub fn spawn(&self, driver: &str, args: &[&str]) -> RunningCall {
+        use std::io::Read;
+        use std::process::Stdio;
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let started = std::time::Instant::now();
+        let mut child = Command::new(self.driver_exe(driver))
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("exec driver");
+        // Drain both pipes while the driver runs, so a flood cannot block it.
+        let reader = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let stdout = child.stdout.take().map(|p| reader(Box::new(p)));
+        let stderr = child.stderr.take().map(|p| reader(Box::new(p)));
+        RunningCall {
+            args,
+            pid: i32::try_from(child.id()).expect("pid fits i32"),
+            started,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The raw lines of the driver's call log.
+    pub fn raw_log_lines(&self, driver: &str) -> Vec<String> {
+        let path = self.log_dir.join(format!("flexwasm~{driver}.log"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Attach a blank sparse image of `size` bytes under the sandbox to a
+    /// loop device (detached again by Drop). Needs root.
+    pub fn blank_loop_device(&self, name: &str, size: u64) -> String {
+        let image = self.root.path().join(format!("{name}.img"));
+        let f = std::fs::File::create(&image).expect("create image");
+        f.set_len(size).expect("size image");
+        drop(f);
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .expect("run losetup");
+        assert!(
+            out.status.success(),
+            "losetup {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Every mount in this thread's mount namespace, as `(mount point, source,
+/// fs type)`: compare before and after a call to see that it mounted nothing.
+pub fn mounts() -> std::collections::BTreeSet<(String, String, String)> {
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
+    text.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            Some((
+                fields.get(4)?.to_string(),
+                fields.get(dash + 2)?.to_string(),
+                fields.get(dash + 1)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Every path under `dir` (not following symlinks), sorted.
+pub fn paths_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.insert(p);
+        }
+    }
+    out
+}
+
+/// What `blkid -p` finds on `device`: `None` when it is blank (exit 2).
+pub fn probe_fs_type(device: &str) -> Option<String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE", device])
+        .output()
+        .expect("run blkid");
+    match out.status.code() {
+        Some(2) => None,
+        Some(0) => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        other => panic!(
+            "blkid -p {device} failed ({other:?}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Processes still running `exe` (a driver that outlived its answer).
+pub fn processes_running(exe: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
+        .collect()
 }

@@ -1,0 +1,20 @@
+//! Attack: format and mount the (blank, real) device kubelet passed with a
+//! filesystem the grant does not list (`btrfs`). The host must refuse before
+//! mkfs: the device stays blank.
+
+// A component only (see the crate docs): empty when `cargo test --workspace`
+// builds the examples for the host.
+#![cfg(target_arch = "wasm32")]
+
+use flexwasm_sdk::prelude::*;
+
+#[derive(Default)]
+struct FsTypeNotGranted;
+
+impl Driver for FsTypeNotGranted {
+    fn mount_device(&self, _path: &str, device: &str, _options: &Options) -> Result<BlockPlan> {
+        Ok(BlockPlan::new(device, "btrfs"))
+    }
+}
+
+export_driver!(FsTypeNotGranted);
