@@ -22,7 +22,7 @@ RS
 rustc -O -o "$work/native~noop/noop" "$work/noop.rs"
 
 target/release/flexwasm install --plugin-dir "$work/plugins" --driver flexwasm/loop \
-  --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm >/dev/null
+  --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm --policy plugins/loop/policy.toml >/dev/null
 drv=$work/plugins/flexwasm~loop/loop
 opts='{"kubernetes.io/fsType":"ext4","kubernetes.io/pvOrVolumeName":"pv-bench","kubernetes.io/readwrite":"rw"}'
 

@@ -306,7 +306,8 @@ fn missing_plugin_wasm_is_a_clear_failure() {
 #[test]
 fn corrupt_plugin_wasm_is_a_clear_failure() {
     let sb = Sandbox::new();
-    sb.install("loop");
+    // No policy, so no pin: the corrupt file reaches the loader.
+    sb.install_file("loop", &plugin_wasm("loop"));
     std::fs::write(sb.driver_dir("loop").join("plugin.wasm"), b"\0asm garbage").unwrap();
     let a = sb.call("loop", &["init"]);
     a.assert_failure("is not a valid WebAssembly component");
@@ -357,7 +358,13 @@ fn installed_driver_uses_precompiled_code() {
     names.sort();
     assert_eq!(
         names,
-        vec![".plugin.cwasm", ".plugin.cwasm.key", "loop", "plugin.wasm"]
+        vec![
+            ".plugin.cwasm",
+            ".plugin.cwasm.key",
+            "loop",
+            "plugin.wasm",
+            "policy.toml"
+        ]
     );
 }
 
@@ -396,4 +403,123 @@ fn secrets_never_reach_the_log() {
     assert!(!log.contains("aHVudGVyMi1zZWNyZXQ="), "{log}");
     assert!(!log.contains("hunter2-secret"), "{log}");
     assert!(log.contains("<redacted>"));
+}
+
+fn inspect_json(args: &[&str]) -> (serde_json::Value, i32) {
+    let out = Command::new(HOST)
+        .arg("inspect")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run flexwasm inspect");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "inspect --json is not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (json, out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn inspect_reference_plugins_in_their_driver_dirs() {
+    let sb = Sandbox::new();
+    for name in ["loop", "tmpfs"] {
+        sb.install(name);
+        let dir = sb.driver_dir(name);
+        let (r, code) = inspect_json(&[dir.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {r:#}");
+        assert_eq!(r["schema"], "flexwasm.inspect/v1");
+        assert_eq!(r["ok"], true);
+        assert_eq!(r["plugin"]["package"], "flexwasm:driver@0.1.0");
+        assert_eq!(r["grant"]["pin_matches"], true);
+        assert_eq!(r["ungranted"].as_array().unwrap().len(), 0);
+        let sha = r["plugin"]["sha256"].as_str().unwrap().to_string();
+        assert_eq!(sha.len(), 64);
+        let exports = r["plugin"]["exports"].as_array().unwrap();
+        assert_eq!(exports[0]["name"], "flexwasm:driver/driver@0.1.0");
+        assert_eq!(exports[0]["functions"].as_array().unwrap().len(), 12);
+        let imports = r["plugin"]["imports"].as_array().unwrap();
+        assert!(
+            imports
+                .iter()
+                .all(|i| i["granted"] == true && i["description"].is_string())
+        );
+        // Nothing but the baseline is visible as wasi:*; no filesystem, no sockets.
+        assert!(!imports.iter().any(|i| {
+            let n = i["name"].as_str().unwrap();
+            n.starts_with("wasi:filesystem") || n.starts_with("wasi:sockets")
+        }));
+    }
+    // The loop plugin's imports map to the capabilities its grant gives.
+    let (r, _) = inspect_json(&[sb.driver_dir("loop").to_str().unwrap()]);
+    let loop_import = r["plugin"]["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["capability"] == "loop")
+        .expect("loop import")
+        .clone();
+    assert!(
+        loop_import["description"]
+            .as_str()
+            .unwrap()
+            .contains("flexwasm~loop/images"),
+        "{loop_import}"
+    );
+    assert!(
+        loop_import["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "attach")
+    );
+    assert_eq!(r["grant"]["format"], serde_json::json!(["ext4", "xfs"]));
+    // tmpfs needs no host capability at all.
+    let (r, _) = inspect_json(&[sb.driver_dir("tmpfs").to_str().unwrap()]);
+    assert!(
+        r["plugin"]["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["capability"] == "baseline")
+    );
+}
+
+#[test]
+fn inspect_gates_a_plugin_that_asks_for_more_than_its_grant() {
+    let root = workspace_root();
+    let loop_wasm = plugin_wasm("loop");
+    // The loop plugin against the tmpfs grant (no state, no loop): over-asks.
+    let tmpfs_policy = root.join("plugins/tmpfs/policy.toml");
+    let (r, code) = inspect_json(&[
+        loop_wasm.to_str().unwrap(),
+        "--policy",
+        tmpfs_policy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{r:#}");
+    assert_eq!(r["ok"], false);
+    let ungranted: Vec<&str> = r["ungranted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ungranted,
+        vec!["flexwasm:driver/loop@0.1.0", "flexwasm:driver/state@0.1.0"]
+    );
+    // No policy at all: baseline only, the same two are denied.
+    let (r, code) = inspect_json(&[loop_wasm.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(r["grant"]["policy"], serde_json::Value::Null);
+    // A grant pinned to another plugin is also a denial.
+    let sb = Sandbox::new();
+    sb.install("loop");
+    let dir = sb.driver_dir("loop");
+    std::fs::copy(plugin_wasm("tmpfs"), dir.join("plugin.wasm")).unwrap();
+    let (r, code) = inspect_json(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(r["grant"]["pin_matches"], false);
 }

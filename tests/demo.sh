@@ -38,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 
 target/release/flexwasm install --plugin-dir "$plugin_dir" --driver flexwasm/loop \
-  --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm
+  --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm --policy plugins/loop/policy.toml
 
 opts='{"kubernetes.io/fsType":"ext4","kubernetes.io/pvOrVolumeName":"'$vol'","kubernetes.io/readwrite":"rw","size":"256Mi"}'
 
