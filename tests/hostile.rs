@@ -331,7 +331,13 @@ impl MountAttack {
     fn new(driver: &str, policy: &str) -> Self {
         private_mount_namespace();
         let sb = Sandbox::new();
-        install(&sb, driver, policy);
+        // Kubelet's device (an image in the sandbox) is one this driver may
+        // claim, so the attacks below meet the host's later checks.
+        let claim = format!(
+            "{policy}\n[devices]\nclaim = [\"loop-backing-dir:{}\"]\n",
+            sb.root.path().display()
+        );
+        install(&sb, driver, &claim);
         let device = sb.blank_loop_device("kubelet-device", 64 << 20);
         let mount_path = sb.device_mount_path(driver, "pv-hostile");
         MountAttack {
@@ -686,4 +692,93 @@ fn sigterm_ignored() {
         "the driver exited {after_signal:?} after SIGTERM"
     );
     assert!(processes_running(&sb.driver_exe(driver)).is_empty());
+}
+
+#[test]
+fn foreign_device() {
+    if !privileged("foreign_device") {
+        return;
+    }
+    let driver = "foreign_device";
+    let m = MountAttack::new(driver, BLOCK_GRANT);
+    // A device the driver may not claim: a loop device over a file outside
+    // its claimed directory, holding a filesystem that is in use.
+    let outside = tempfile::Builder::new()
+        .prefix("flexwasm-victim-")
+        .tempdir()
+        .unwrap();
+    let image = outside.path().join("victim.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let victim = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let cleanup = DetachOnDrop(victim.clone());
+    assert!(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", &victim])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let host_mount = m.sb.root.path().join("host-mount");
+    std::fs::create_dir(&host_mount).unwrap();
+    nix::mount::mount(
+        Some(victim.as_str()),
+        &host_mount,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let a = m.mount_device(driver, &options("pv-hostile", &[("victim", &victim)]));
+    assert_refused(
+        &a,
+        driver,
+        &[&victim, "is not a device this driver may use"],
+    );
+
+    // A device it may claim, but that is mounted elsewhere already.
+    let prep = m.sb.root.path().join("elsewhere");
+    std::fs::create_dir(&prep).unwrap();
+    assert!(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", &m.device])
+            .status()
+            .unwrap()
+            .success()
+    );
+    nix::mount::mount(
+        Some(m.device.as_str()),
+        &prep,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let a = m.mount_device(driver, &options("pv-hostile", &[("victim", &m.device)]));
+    assert_refused(
+        &a,
+        driver,
+        &["is already mounted at", prep.to_str().unwrap()],
+    );
+    nix::mount::umount(&prep).unwrap();
+    nix::mount::umount(&host_mount).unwrap();
+    drop(cleanup);
+}
+
+/// Detach a loop device the test attached outside the sandbox.
+struct DetachOnDrop(String);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
 }

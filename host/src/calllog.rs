@@ -33,8 +33,11 @@ pub struct CallRecord<'a> {
     pub duration_ms: f64,
     pub status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<&'a str>,
+    pub message: Option<String>,
     pub exit_code: i32,
+    /// Outbound HTTP requests: allowed ones with status, refused ones with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<crate::capabilities::http::HttpLogEntry>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugin_log: Vec<PluginLogLine>,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -57,12 +60,36 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+impl CallRecord<'_> {
+    /// Scrub every string field of `secrets`. Done per field, before
+    /// serialising: in the JSON text a secret may be escaped (quotes,
+    /// backslashes, newlines) and a short one would corrupt the structure.
+    fn redact(&mut self, secrets: &[String]) {
+        if secrets.is_empty() {
+            return;
+        }
+        let r = |s: &mut String| *s = redact(s, secrets);
+        self.args.iter_mut().for_each(r);
+        if let Some(m) = self.message.as_mut() {
+            r(m);
+        }
+        self.plugin_log.iter_mut().for_each(|l| r(&mut l.message));
+        r(&mut self.plugin_stdout);
+        r(&mut self.plugin_stderr);
+        for h in &mut self.http {
+            r(&mut h.url);
+            h.denied.iter_mut().for_each(r);
+            h.error.iter_mut().for_each(r);
+        }
+    }
+}
+
 /// Append one record to `path`, rotating first if it is large.
-pub fn append(path: &Path, record: &CallRecord<'_>, secrets: &[String]) {
-    let Ok(line) = serde_json::to_string(record) else {
+pub fn append(path: &Path, mut record: CallRecord<'_>, secrets: &[String]) {
+    record.redact(secrets);
+    let Ok(line) = serde_json::to_string(&record) else {
         return;
     };
-    let line = redact(&line, secrets);
     let _ = write_line(path, &line);
 }
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::calllog::PluginLogLine;
 use crate::contract::{ArgvError, Call, CapabilitiesJson, DriverStatus, parse_call};
+use crate::device_claim;
 use crate::layout::DriverLayout;
 use crate::node::{self, NodeError, blockdev, mkfs, mountinfo};
 use crate::options::{RawOptions, VolumeOptions};
@@ -50,6 +51,9 @@ const RESTRICTIVE_MOUNT_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "noexec"];
 /// Everything about a call that goes to the call log.
 #[derive(Default)]
 pub struct CallReport {
+    /// Values that must not appear anywhere (secret config values).
+    pub secrets: Vec<String>,
+    pub http: Vec<crate::capabilities::http::HttpLogEntry>,
     pub plugin_log: Vec<PluginLogLine>,
     pub plugin_stdout: String,
     pub plugin_stderr: String,
@@ -122,7 +126,28 @@ pub fn run(
             layout.name,
             call.op()
         )),
-        Err(e) => DriverStatus::failure(format!("{} {}: {e}", layout.name, call.op())),
+        Err(e) => {
+            // A plugin usually sees a refused request only as an error code;
+            // say what the host refused and why.
+            let denied: Vec<String> = report
+                .http
+                .iter()
+                .filter_map(|h| {
+                    h.denied
+                        .as_ref()
+                        .map(|d| format!("{} {}: {d}", h.method, h.url))
+                })
+                .collect();
+            let denied = if denied.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (outbound HTTP refused by the host: {})",
+                    denied.join("; ")
+                )
+            };
+            DriverStatus::failure(format!("{} {}: {e}{denied}", layout.name, call.op()))
+        }
     };
     status.quiet_failure = quiet;
     (status, report)
@@ -175,13 +200,18 @@ fn run_call(
     let options = call.options().map(resolve_options).transpose()?;
     let wopts = options.as_ref().map(to_wit_options);
     let grant = Grant::load(&layout.driver_dir, &layout.state_dir)?;
+    if let Some(config) = &grant.config {
+        report.secrets = crate::capabilities::config::secret_values(config);
+    }
     let limits = grant.limits.for_op(call.op());
     // The guest's deadline is enforced inside the runtime; this bounds the
-    // whole process, host work included (mkfs and resize have their own
-    // five-minute timeouts).
+    // whole process, host work included (the tools have their own timeouts;
+    // the watchdog must never cut one short and leave a half-made mkfs).
+    // Worst case of the tools a call may run: two probes, mkfs and a
+    // verifying probe (30 + 30 + 300 + 30 s), or a resize (600 s).
     let host_work = match call {
         Call::MountDevice { .. } | Call::Mount { .. } | Call::ExpandFs { .. } => {
-            std::time::Duration::from_secs(330)
+            std::time::Duration::from_secs(660)
         }
         _ => std::time::Duration::from_secs(15),
     };
@@ -194,6 +224,7 @@ fn run_call(
     report.loaded_from = Some(plugin.loaded_from);
     let result = dispatch(&mut plugin, &grant, call, options.as_ref(), wopts);
     let host = plugin.host();
+    report.http = host.http.0.log();
     report.plugin_log = std::mem::take(&mut host.log.lines);
     if host.log.dropped > 0 {
         report.plugin_log.push(PluginLogLine {
@@ -334,7 +365,7 @@ fn dispatch(
             plugin_answer(plugin.call("expandfs", |g, s| {
                 g.call_expand_fs(s, &o, device, &mp, *new_size, *old_size)
             })?)?;
-            grow_mounted_filesystem(device, mount_path)?;
+            grow_mounted_filesystem(grant, device, mount_path)?;
             Ok(DriverStatus::success())
         }
     }
@@ -368,46 +399,43 @@ fn resolve_locator(
     grant: &Grant,
     locator: &wit::DeviceLocator,
 ) -> Result<PathBuf, CallError> {
-    match locator {
-        wit::DeviceLocator::LoopImage(name) if grant.loop_image_dir.is_none() => {
-            Err(refused(format!(
-                "the plugin located its device by loop image '{name}', but the loop capability is not granted"
-            )))
-        }
-        wit::DeviceLocator::Path(p) => Ok(blockdev::resolve_block_device(Path::new(p))?),
-        wit::DeviceLocator::LoopImage(name) => plugin
-            .host()
-            .loops
-            .device_for(name)
-            .map_err(|e| refused(format!("loop image {name}: {e:?}")))?
-            .ok_or_else(|| {
-                refused(format!(
-                    "loop image {name} is not attached to any loop device"
-                ))
-            }),
-        wit::DeviceLocator::Serial(serial) => find_device(|d| d.serial.as_deref() == Some(serial))
-            .ok_or_else(|| refused(format!("no block device with serial {serial} on this node"))),
-        wit::DeviceLocator::Wwn(wwn) => {
-            let want = normalise_wwn(wwn);
-            find_device(|d| d.wwn.as_deref().map(normalise_wwn) == Some(want.clone()))
-                .ok_or_else(|| refused(format!("no block device with WWN {wwn} on this node")))
-        }
+    if let wit::DeviceLocator::LoopImage(name) = locator
+        && grant.loop_image_dir.is_none()
+    {
+        return Err(refused(format!(
+            "the plugin located its device by loop image '{name}', but the loop capability is not granted"
+        )));
     }
-}
-
-fn normalise_wwn(w: &str) -> String {
-    let w = w.trim().to_ascii_lowercase();
-    let w = w.strip_prefix("0x").unwrap_or(&w);
-    let w = w.strip_prefix("naa.").unwrap_or(w);
-    w.to_string()
-}
-
-fn find_device(pred: impl Fn(&blockdev::BlockDevice) -> bool) -> Option<PathBuf> {
-    blockdev::list()
-        .ok()?
-        .into_iter()
-        .find(|d| pred(d))
+    let dev = if let wit::DeviceLocator::Path(p) = locator {
+        // A path that is not a block device deserves its own message.
+        blockdev::resolve_block_device(Path::new(p))?
+    } else {
+        let loops = &mut plugin.host().loops;
+        crate::capabilities::devices::find(locator, &mut |name| {
+            loops.device_for(name).ok().flatten()
+        })
         .map(|d| d.path)
+        .ok_or_else(|| {
+            refused(format!(
+                "no block device on this node matches {}",
+                describe_locator(locator)
+            ))
+        })?
+    };
+    // Never hand kubelet a device the plugin may not use.
+    device_claim::check(&dev, grant, None).map_err(refused)?;
+    Ok(dev)
+}
+
+fn describe_locator(locator: &wit::DeviceLocator) -> String {
+    match locator {
+        wit::DeviceLocator::Path(p) => format!("path {p}"),
+        wit::DeviceLocator::Serial(s) => format!("serial {s}"),
+        wit::DeviceLocator::Wwn(w) => format!("WWN {w}"),
+        wit::DeviceLocator::LoopImage(n) => format!("loop image {n} (it is not attached)"),
+        wit::DeviceLocator::LoopBackingFile(f) => format!("a loop device backed by {f}"),
+        wit::DeviceLocator::Link(l) => format!("link {l}"),
+    }
 }
 
 /// Check a plugin's mount options one by one against the grant; add
@@ -489,9 +517,26 @@ fn mount_block(
     let mount_options = checked_mount_options(grant, &plan.mount_options)?;
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
+    device_claim::check(&device, grant, Some(target)).map_err(refused)?;
 
     if let Some(existing) = mountinfo::mount_at(target)? {
-        if (existing.major, existing.minor) == (major, minor) {
+        // btrfs reports an anonymous 0:N device number: compare sources too.
+        let same = (existing.major, existing.minor) == (major, minor)
+            || Path::new(&existing.source) == device;
+        if same {
+            let existing_ro = existing.options.iter().any(|o| o == "ro");
+            if existing_ro != read_only {
+                return Err(refused(format!(
+                    "{} is already mounted {} but the volume is {}; unmount it first",
+                    target.display(),
+                    if existing_ro {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    if read_only { "read-only" } else { "read-write" }
+                )));
+            }
             return Ok(()); // already done: idempotent
         }
         return Err(refused(format!(
@@ -586,16 +631,21 @@ fn unmount_path(path: &Path) -> Result<(), CallError> {
     Ok(())
 }
 
-fn grow_mounted_filesystem(device: &str, mount_path: &Path) -> Result<(), CallError> {
+fn grow_mounted_filesystem(
+    grant: &Grant,
+    device: &str,
+    mount_path: &Path,
+) -> Result<(), CallError> {
     let dev = blockdev::resolve_block_device(Path::new(device))?;
     let numbers = blockdev::dev_numbers(&dev)?;
+    device_claim::check(&dev, grant, Some(mount_path)).map_err(refused)?;
     let Some(mounted) = mountinfo::mount_at(mount_path)? else {
         return Err(refused(format!(
             "nothing is mounted at {}; cannot grow its filesystem",
             mount_path.display()
         )));
     };
-    if (mounted.major, mounted.minor) != numbers {
+    if (mounted.major, mounted.minor) != numbers && Path::new(&mounted.source) != dev {
         return Err(refused(format!(
             "{} is mounted from {}, not from {}",
             mount_path.display(),
@@ -634,10 +684,5 @@ mod tests {
             vec!["suid", "nodev"]
         );
         assert!(checked_mount_options(&grant, &["bind".into()]).is_err());
-    }
-
-    #[test]
-    fn wwn_forms_match() {
-        assert_eq!(normalise_wwn("0x600A0B80"), normalise_wwn("naa.600a0b80"));
     }
 }

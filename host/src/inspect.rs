@@ -29,7 +29,8 @@
 //!                 "memory_mib": int, "output_kib": int },
 //!     "state_quota_kib": int | null, "loop_image_dir": str | null, "devices": bool,
 //!     "format": [str], "block": [str], "filesystem": [str], "mount_options": [str],
-//!     "config_keys": [str]            // values are never printed
+//!     "config_keys": [str],           // values are never printed
+//!     "http_allow": [str]             // origins outbound HTTP may reach
 //!   },
 //!   "ungranted": [str],               // imports the grant does not allow
 //!   "ok": bool                        // no ungranted import and the pin matches
@@ -95,6 +96,8 @@ pub struct GrantReport {
     pub filesystem: Vec<String>,
     pub mount_options: Vec<String>,
     pub config_keys: Vec<String>,
+    /// Origins outbound HTTP may reach (empty: no HTTP).
+    pub http_allow: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -215,7 +218,24 @@ pub fn inspect(target: &Path, policy: Option<&Path>) -> anyhow::Result<Report> {
             block: grant.block.clone(),
             filesystem: grant.filesystem.clone(),
             mount_options: grant.mount_options.clone(),
-            config_keys: grant.config.keys().cloned().collect(),
+            config_keys: grant
+                .config
+                .as_ref()
+                .map(|c| c.keys().cloned().collect())
+                .unwrap_or_default(),
+            http_allow: grant
+                .http
+                .as_ref()
+                .map(|h| {
+                    h.allow
+                        .iter()
+                        .map(|a| {
+                            let scheme = if a.https { "https" } else { "http" };
+                            format!("{scheme}://{}:{}", a.host, a.port)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         },
         ungranted,
         ok,
@@ -318,6 +338,7 @@ pub fn render_text(r: &Report) -> String {
     );
     let _ = writeln!(s, "options  {}", list(&g.mount_options));
     let _ = writeln!(s, "config   {}", list(&g.config_keys));
+    let _ = writeln!(s, "http     {}", list(&g.http_allow));
     let _ = writeln!(s, "\nimports");
     for i in &p.imports {
         let mark = if i.granted { "  ok " } else { "  NO " };

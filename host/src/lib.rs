@@ -8,6 +8,7 @@
 pub mod calllog;
 pub mod capabilities;
 pub mod contract;
+pub mod device_claim;
 pub mod driver_call;
 pub mod inspect;
 pub mod install;

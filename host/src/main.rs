@@ -22,8 +22,40 @@ fn main() {
     let exe = args.first().cloned().unwrap_or_default();
     match DriverLayout::from_exe_path(Path::new(&exe)) {
         Some(layout) => std::process::exit(driver_main(layout, &args[1..])),
+        // Called like a driver but from a path we cannot read an identity
+        // from: kubelet still gets one JSON object.
+        None if args
+            .get(1)
+            .and_then(|a| a.to_str())
+            .is_some_and(is_flexvolume_op) =>
+        {
+            let status = DriverStatus::failure(format!(
+                "flexwasm: cannot tell which driver this is from {}: the executable must be <plugin-dir>/<vendor>~<driver>/<driver>",
+                Path::new(&exe).display()
+            ));
+            println!("{}", status.to_json());
+            std::process::exit(status.exit_code());
+        }
         None => std::process::exit(admin_main()),
     }
+}
+
+fn is_flexvolume_op(op: &str) -> bool {
+    matches!(
+        op,
+        "init"
+            | "getvolumename"
+            | "attach"
+            | "waitforattach"
+            | "detach"
+            | "isattached"
+            | "mountdevice"
+            | "unmountdevice"
+            | "mount"
+            | "unmount"
+            | "expandvolume"
+            | "expandfs"
+    )
 }
 
 fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
@@ -51,6 +83,7 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
         })
     };
     let supervisor = Supervisor::start(prefix.trim_end().to_string(), abort_log);
+    supervisor::set_quiet(!secrets_of(&lossy).is_empty());
 
     let args: Result<Vec<String>, _> = raw_args.iter().map(|a| a.clone().into_string()).collect();
     let (mut status, report) = match args {
@@ -65,18 +98,19 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
             driver_call::run(&layout, args, &supervisor)
         }))
         .unwrap_or_else(|_| {
-            (
-                DriverStatus::failure(format!(
-                    "flexwasm driver {}: internal error (a bug in flexwasm; see the call log)",
-                    layout.name
-                )),
-                driver_call::CallReport::default(),
-            )
+            let mut status = DriverStatus::failure(format!(
+                "flexwasm driver {}: internal error (a bug in flexwasm)",
+                layout.name
+            ));
+            status.quiet_failure = !secrets_of(&lossy).is_empty();
+            (status, driver_call::CallReport::default())
         }),
     };
-    // A message must never carry a secret the call was given.
+    // A message must never carry a secret the call was given or configured.
+    let mut secrets = secrets_of(&lossy);
+    secrets.extend(report.secrets.iter().cloned());
     if let Some(m) = status.message.take() {
-        status.message = Some(calllog::redact(&m, &secrets_of(&lossy)));
+        status.message = Some(calllog::redact(&m, &secrets));
     }
     let code = status.exit_code();
     if supervisor::answer(&status) {
@@ -102,9 +136,10 @@ fn log_call(
     report: driver_call::CallReport,
     started: Instant,
 ) {
-    // Secrets may sit in any argument that parses as options; scrub the
-    // whole record of them.
-    let secrets = secrets_of(args);
+    // Secrets may sit in any argument that parses as options, or in the
+    // driver's config; scrub the whole record of them.
+    let mut secrets = secrets_of(args);
+    secrets.extend(report.secrets.iter().cloned());
     let logged_args: Vec<String> = args
         .iter()
         .map(|a| match RawOptions::parse(a) {
@@ -132,14 +167,15 @@ fn log_call(
             Status::Failure => "Failure",
             Status::NotSupported => "Not supported",
         },
-        message: status.message.as_deref(),
+        message: status.message.clone(),
         exit_code,
+        http: report.http,
         plugin_log: report.plugin_log,
         plugin_stdout: report.plugin_stdout,
         plugin_stderr: report.plugin_stderr,
         phases,
     };
-    calllog::append(&layout.log_file, &record, &secrets);
+    calllog::append(&layout.log_file, record, &secrets);
 }
 
 #[derive(Parser)]

@@ -36,6 +36,9 @@
 //!                                        # state dir, or absolute
 //!
 //! [devices]                              # grants flexwasm:driver/devices (read-only)
+//! claim = ["loop-backing-dir:/var/lib/array/images", "by-id:scsi-3600a098",
+//!          "serial:ARR", "wwn:600a098"]  # devices beyond its own loop images it may
+//!                                        # have formatted or mounted; default none
 //!
 //! [mount]
 //! format = ["ext4", "xfs"]               # fs types the host may mkfs; default none
@@ -45,15 +48,34 @@
 //!                                        # "suid", "dev", "exec" only if listed; unless
 //!                                        # listed the host adds nosuid,nodev
 //!
-//! [config]                               # string values handed to the plugin
+//! [http]                                 # grants wasi:http (outbound HTTP)
+//! allow = ["https://array.example:8443"] # scheme://host[:port]; port defaults by
+//!                                        # scheme; "*.example.com" matches any
+//!                                        # subdomain (not the apex); empty = deny all
+//! allow_loopback = false                 # 127.0.0.0/8, ::1
+//! allow_link_local = false               # 169.254.0.0/16, fe80::/10
+//! allow_metadata = false                 # 169.254.169.254, fd00:ec2::254 (cloud metadata)
+//! ca_bundle = "/etc/flexwasm/acme-ca.pem" # extra trusted CAs (PEM), besides the system's
+//! max_response_kib = 1024                # response bodies are cut off beyond this
+//!
+//! [config]                               # values handed to the plugin
 //! endpoint = "https://array.example:8443"
+//! token = { value = "…", secret = true } # secret: never logged, never in a message
+//! credentials = { file = "/etc/acme/creds.json", secret = true }  # read per call, ≤ 64 KiB
 //! ```
+//!
+//! Addresses are checked after name resolution, on every address a name
+//! resolves to, and the connection goes to the address that was checked (no
+//! second lookup a DNS answer could change). Unspecified, multicast and
+//! broadcast addresses are always refused; IPv4-mapped IPv6 addresses are
+//! checked as the IPv4 address they carry.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::device_claim::ClaimPattern;
 use crate::runtime::Limits;
 
 pub const POLICY_FILE: &str = "policy.toml";
@@ -72,7 +94,28 @@ pub struct RawPolicy {
     pub loop_images: Option<RawLoop>,
     pub devices: Option<RawDevices>,
     pub mount: Option<RawMount>,
+    pub http: Option<RawHttp>,
     pub config: Option<BTreeMap<String, toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub allow: Option<Vec<String>>,
+    pub allow_loopback: Option<bool>,
+    pub allow_link_local: Option<bool>,
+    pub allow_metadata: Option<bool>,
+    pub ca_bundle: Option<String>,
+    pub max_response_kib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfigValue {
+    value: Option<String>,
+    file: Option<String>,
+    #[serde(default)]
+    secret: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,7 +141,9 @@ pub struct RawLoop {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDevices {}
+pub struct RawDevices {
+    pub claim: Option<Vec<String>>,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,11 +174,120 @@ pub struct Grant {
     /// Absolute image dir, when `loop` is granted.
     pub loop_image_dir: Option<PathBuf>,
     pub devices: bool,
+    /// Devices beyond its own loop images the plugin may have formatted,
+    /// mounted or handed to kubelet (see [`crate::device_claim`]).
+    pub device_claims: Vec<ClaimPattern>,
     pub format: Vec<String>,
     pub block: Vec<String>,
     pub filesystem: Vec<String>,
     pub mount_options: Vec<String>,
-    pub config: BTreeMap<String, String>,
+    /// Outbound HTTP, when `[http]` is granted.
+    pub http: Option<HttpGrant>,
+    /// `[config]`, when present (even empty): grants flexwasm:driver/config.
+    pub config: Option<BTreeMap<String, ConfigValue>>,
+}
+
+/// One `[http] allow` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllowedOrigin {
+    pub https: bool,
+    /// Lowercase host or IP literal; `*.` prefix for a subdomain wildcard.
+    pub host: String,
+    pub port: u16,
+}
+
+impl AllowedOrigin {
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let bad =
+            |why: &str| format!("http.allow entry '{entry}' {why}; expected scheme://host[:port]");
+        let (scheme, rest) = entry
+            .split_once("://")
+            .ok_or_else(|| bad("has no scheme"))?;
+        let https = match scheme {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad("has a scheme other than http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(bad("must be an origin only (no path, query or user info)"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("has an unclosed ["))?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("has an invalid port"))?,
+            None if https => 443,
+            None => 80,
+        };
+        let host = host.to_ascii_lowercase();
+        let name = host.strip_prefix("*.").unwrap_or(&host);
+        let valid = !name.is_empty()
+            && (name.parse::<std::net::IpAddr>().is_ok()
+                || name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !valid || (host.starts_with("*.") && name.parse::<std::net::IpAddr>().is_ok()) {
+            return Err(bad("has an invalid host"));
+        }
+        Ok(AllowedOrigin { https, host, port })
+    }
+
+    /// Whether a request to `https`/`host`/`port` is covered by this entry.
+    pub fn allows(&self, https: bool, host: &str, port: u16) -> bool {
+        if self.https != https || self.port != port {
+            return false;
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.host.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == self.host,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpGrant {
+    pub allow: Vec<AllowedOrigin>,
+    pub allow_loopback: bool,
+    pub allow_link_local: bool,
+    pub allow_metadata: bool,
+    pub ca_bundle: Option<PathBuf>,
+    pub max_response_bytes: u64,
+}
+
+impl HttpGrant {
+    /// Nothing allowed (what a plugin without `[http]` would get, were
+    /// wasi:http linked at all — it is not).
+    pub fn deny_all() -> Self {
+        HttpGrant {
+            allow: Vec::new(),
+            allow_loopback: false,
+            allow_link_local: false,
+            allow_metadata: false,
+            ca_bundle: None,
+            max_response_bytes: 0,
+        }
+    }
+}
+
+/// A `[config]` value: given inline or read from a file at call time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigSource {
+    Value(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigValue {
+    pub source: ConfigSource,
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +332,9 @@ pub enum Capability {
     State,
     Loop,
     Devices,
-    /// Never linked (filesystem, sockets, http, unknown).
+    Config,
+    Http,
+    /// Never linked (filesystem, sockets, unknown).
     Never,
 }
 
@@ -191,6 +347,8 @@ impl Capability {
             "flexwasm:driver/state" => Capability::State,
             "flexwasm:driver/loop" => Capability::Loop,
             "flexwasm:driver/devices" => Capability::Devices,
+            "flexwasm:driver/config" => Capability::Config,
+            "wasi:http/outgoing-handler" | "wasi:http/types" => Capability::Http,
             b if b.starts_with("wasi:io/")
                 || b.starts_with("wasi:clocks/")
                 || b.starts_with("wasi:random/")
@@ -208,6 +366,8 @@ impl Capability {
             Capability::State => "state",
             Capability::Loop => "loop",
             Capability::Devices => "devices",
+            Capability::Config => "config",
+            Capability::Http => "http",
             Capability::Never => "never granted",
         }
     }
@@ -241,7 +401,9 @@ pub fn describe_import(name: &str) -> &'static str {
             "host files: never granted, no host file is visible to plugins"
         }
         b if b.starts_with("wasi:sockets/") => "network sockets: never granted",
-        b if b.starts_with("wasi:http/") => "outbound HTTP: not available in this version",
+        "flexwasm:driver/config" => "may read the values the operator configured for this driver",
+        "wasi:http/outgoing-handler" => "may send HTTP requests to the hosts the grant allows",
+        "wasi:http/types" => "HTTP request and response types (for outbound HTTP)",
         _ => "unknown interface: never granted",
     }
 }
@@ -256,11 +418,13 @@ impl Grant {
             state_quota: None,
             loop_image_dir: None,
             devices: false,
+            device_claims: Vec::new(),
             format: Vec::new(),
             block: Vec::new(),
             filesystem: Vec::new(),
             mount_options: Vec::new(),
-            config: BTreeMap::new(),
+            http: None,
+            config: None,
         }
     }
 
@@ -270,6 +434,8 @@ impl Grant {
             Capability::State => self.state_quota.is_some(),
             Capability::Loop => self.loop_image_dir.is_some(),
             Capability::Devices => self.devices,
+            Capability::Config => self.config.is_some(),
+            Capability::Http => self.http.is_some(),
             Capability::Never => false,
         }
     }
@@ -382,7 +548,16 @@ impl Grant {
             grant.loop_image_dir = Some(image_dir(&dir, state_dir).map_err(invalid)?);
         }
 
-        grant.devices = raw.devices.is_some();
+        if let Some(d) = raw.devices {
+            grant.devices = true;
+            grant.device_claims = d
+                .claim
+                .unwrap_or_default()
+                .iter()
+                .map(|c| ClaimPattern::parse(c))
+                .collect::<Result<_, _>>()
+                .map_err(invalid)?;
+        }
 
         if let Some(m) = raw.mount {
             let fs_list = |key: &str, v: Option<Vec<String>>| -> Result<Vec<String>, PolicyError> {
@@ -422,20 +597,85 @@ impl Grant {
             grant.mount_options = options;
         }
 
+        if let Some(h) = raw.http {
+            let allow = h
+                .allow
+                .unwrap_or_default()
+                .iter()
+                .map(|e| AllowedOrigin::parse(e))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            let kib = h.max_response_kib.unwrap_or(1024);
+            if !(1..=1 << 20).contains(&kib) {
+                return Err(invalid(format!(
+                    "http.max_response_kib = {kib} is out of range 1..=1048576"
+                )));
+            }
+            let ca_bundle = match h.ca_bundle {
+                Some(p) if Path::new(&p).is_absolute() => Some(PathBuf::from(p)),
+                Some(p) => {
+                    return Err(invalid(format!(
+                        "http.ca_bundle '{p}' must be an absolute path"
+                    )));
+                }
+                None => None,
+            };
+            grant.http = Some(HttpGrant {
+                allow,
+                allow_loopback: h.allow_loopback.unwrap_or(false),
+                allow_link_local: h.allow_link_local.unwrap_or(false),
+                allow_metadata: h.allow_metadata.unwrap_or(false),
+                ca_bundle,
+                max_response_bytes: kib << 10,
+            });
+        }
+
         if let Some(config) = raw.config {
+            let mut values = BTreeMap::new();
             for (k, v) in config {
-                match v {
-                    toml::Value::String(s) => {
-                        grant.config.insert(k, s);
+                let value = match v {
+                    toml::Value::String(s) => ConfigValue {
+                        source: ConfigSource::Value(s),
+                        secret: false,
+                    },
+                    toml::Value::Table(t) => {
+                        let raw: RawConfigValue =
+                            toml::Value::Table(t)
+                                .try_into()
+                                .map_err(|e: toml::de::Error| {
+                                    invalid(format!("config.{k}: {}", one_line(&e.to_string())))
+                                })?;
+                        let source = match (raw.value, raw.file) {
+                            (Some(v), None) => ConfigSource::Value(v),
+                            (None, Some(f)) if Path::new(&f).is_absolute() => {
+                                ConfigSource::File(PathBuf::from(f))
+                            }
+                            (None, Some(f)) => {
+                                return Err(invalid(format!(
+                                    "config.{k}.file '{f}' must be an absolute path"
+                                )));
+                            }
+                            _ => {
+                                return Err(invalid(format!(
+                                    "config.{k} needs exactly one of value = \"…\" or file = \"/path\""
+                                )));
+                            }
+                        };
+                        ConfigValue {
+                            source,
+                            secret: raw.secret,
+                        }
                     }
                     other => {
                         return Err(invalid(format!(
-                            "config.{k} must be a string, not {}",
+                            "config.{k} must be a string or {{ value = \"…\", secret = true }}, not {}",
                             other.type_str()
                         )));
                     }
-                }
+                };
+                values.insert(k, value);
             }
+            grant.config = Some(values);
         }
         Ok(grant)
     }
@@ -528,7 +768,10 @@ mod tests {
             Some(Path::new("/var/lib/flexwasm/a~b/images"))
         );
         assert!(g.devices);
-        assert_eq!(g.config["endpoint"], "https://x");
+        assert_eq!(
+            g.config.as_ref().unwrap()["endpoint"].source,
+            ConfigSource::Value("https://x".into())
+        );
     }
 
     #[test]
@@ -550,6 +793,27 @@ mod tests {
                 "wasi:filesystem/preopens@0.2.6"
             ]
         );
+    }
+
+    #[test]
+    fn http_allow_entries_match_origins() {
+        let a = AllowedOrigin::parse("https://array.example.com").unwrap();
+        assert!(a.allows(true, "ARRAY.example.com", 443));
+        assert!(!a.allows(false, "array.example.com", 443));
+        assert!(!a.allows(true, "array.example.com", 8443));
+        assert!(!a.allows(true, "evil-array.example.com", 443));
+        let w = AllowedOrigin::parse("http://*.example.com:8080").unwrap();
+        assert!(w.allows(false, "a.b.example.com", 8080));
+        assert!(!w.allows(false, "example.com", 8080));
+        assert!(!w.allows(false, "badexample.com", 8080));
+        let v6 = AllowedOrigin::parse("http://[::1]:9").unwrap();
+        assert!(v6.allows(false, "::1", 9));
+        let g = parse(&format!(
+            "plugin_sha256 = \"{SHA}\"\n[http]\nallow = [\"https://x.example\"]\n[config]\nt = {{ value = \"v\", secret = true }}"
+        ))
+        .unwrap();
+        assert!(g.allows(Capability::Http) && g.allows(Capability::Config));
+        assert!(g.config.unwrap()["t"].secret);
     }
 
     #[test]

@@ -20,11 +20,17 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::{
-    devices::DeviceView, log::PluginLog, loop_images::LoopImages, state::StateCapability,
+    config::ConfigView,
+    http::{Egress, EgressHooks},
+    log::PluginLog,
+    loop_images::LoopImages,
+    state::StateCapability,
 };
 use crate::layout::DriverLayout;
+use crate::policy::HttpGrant;
 use crate::policy::{Grant, describe_import};
 use crate::precompiled::{self, LoadedFrom};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Host-side bindings of the WIT world (`wit/flexwasm.wit`).
 pub mod bindings {
@@ -103,6 +109,9 @@ pub enum RuntimeError {
 pub fn engine() -> Result<Engine, RuntimeError> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // One linear memory per module is all a plugin needs; fewer features,
+    // less to get wrong.
+    config.wasm_multi_memory(false);
     config.max_wasm_stack(512 * 1024);
     Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
@@ -114,34 +123,50 @@ fn grant_hint(policy: &Option<PathBuf>) -> String {
     }
 }
 
-/// Caps the guest's memory and remembers that it hit the cap, so the
+/// Caps the guest's memory — the sum over all its linear memories and
+/// tables, not each one — and remembers that it hit the cap, so the
 /// resulting trap can be explained as what it is.
 pub struct MemoryCap {
     max_bytes: usize,
+    used: usize,
     hit: bool,
 }
+
+impl MemoryCap {
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max_bytes {
+            self.hit = true;
+            return false;
+        }
+        self.used = total;
+        true
+    }
+}
+
+/// What one table element is charged (a funcref is a pointer or two).
+const TABLE_ELEMENT_BYTES: usize = 16;
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
 
     fn instances(&self) -> usize {
@@ -163,7 +188,22 @@ pub struct PluginHost {
     pub log: PluginLog,
     pub state: StateCapability,
     pub loops: LoopImages,
-    pub devices: DeviceView,
+    pub config: ConfigView,
+    http_ctx: WasiHttpCtx,
+    pub http: EgressHooks,
+    /// When the call's guest deadline passes; host calls that wait bound
+    /// themselves by it.
+    pub deadline: Instant,
+}
+
+impl WasiHttpView for PluginHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
 }
 
 impl WasiView for PluginHost {
@@ -234,6 +274,11 @@ fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), Runtim
         "flexwasm:driver/state" => crate::capabilities::state::add_to_linker(l),
         "flexwasm:driver/loop" => crate::capabilities::loop_images::add_to_linker(l),
         "flexwasm:driver/devices" => crate::capabilities::devices::add_to_linker(l),
+        "flexwasm:driver/config" => crate::capabilities::config::add_to_linker(l),
+        // One call links both wasi:http interfaces; `link_imports` calls it once.
+        "wasi:http/outgoing-handler" | "wasi:http/types" => {
+            crate::capabilities::http::add_to_linker(l)
+        }
         _ => return Err(RuntimeError::UnknownImport(name.to_string())),
     };
     r.map_err(|e| RuntimeError::Instantiate(format!("linking {name}: {e:#}")))
@@ -291,7 +336,8 @@ impl Plugin {
         grant: &Grant,
         limits: &Limits,
     ) -> Result<Self, RuntimeError> {
-        let t = Instant::now();
+        let started = Instant::now();
+        let t = started;
         let id = precompiled::identify(layout)?;
         if let Some(granted) = &grant.plugin_sha256
             && granted != &id.sha256
@@ -320,12 +366,19 @@ impl Plugin {
         let imports = component_imports(&engine, &component);
         check_imports(&imports, grant)?;
         let mut linker = Linker::new(&engine);
+        let mut http_linked = false;
         for name in &imports {
+            if name.starts_with("wasi:http/") {
+                if std::mem::replace(&mut http_linked, true) {
+                    continue;
+                }
+            }
             link_import(&mut linker, name)?;
         }
         phases.push(("link", ms(t)));
 
         let t = Instant::now();
+        let deadline = started + limits.deadline;
         let stdout = MemoryOutputPipe::new(limits.output_bytes);
         let stderr = MemoryOutputPipe::new(limits.output_bytes);
         // Defaults kept on purpose: stdin closed, no env, no args, no
@@ -339,19 +392,26 @@ impl Plugin {
             table: ResourceTable::new(),
             memory: MemoryCap {
                 max_bytes: limits.memory_bytes,
+                used: 0,
                 hit: false,
             },
             log: PluginLog::new(limits.output_bytes),
             state: StateCapability::new(layout.kv_dir(), grant.state_quota.unwrap_or(0)),
             loops: LoopImages::new(grant.loop_image_dir.clone().unwrap_or_default()),
-            devices: DeviceView,
+            config: ConfigView::new(grant.config.clone().unwrap_or_default()),
+            http_ctx: WasiHttpCtx::new(),
+            http: EgressHooks(Egress::new(
+                grant.http.clone().unwrap_or_else(HttpGrant::deny_all),
+                deadline,
+            )),
+            deadline,
         };
         let mut store = Store::new(&engine, host);
         store.limiter(|h| &mut h.memory);
         // Instantiation runs guest start code: bound it too.
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
-        arm_deadline(&engine, limits.deadline);
+        arm_deadline(&engine, deadline.saturating_duration_since(Instant::now()));
         let bindings = PluginWorld::instantiate(&mut store, &component, &linker)
             .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         phases.push(("instantiate", ms(t)));

@@ -142,11 +142,19 @@ impl StateStore {
         }
     }
 
+    /// Bytes used by entries other than `except`; the caller holds the
+    /// exclusive lock.
     fn used_bytes(&self, except: &Path) -> Result<u64> {
         let mut total = 0;
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
             let name = entry.file_name();
+            // A writer killed mid-write leaves its temp file; we hold the
+            // exclusive lock, so no live writer owns one now.
+            if name.as_encoded_bytes().starts_with(b".tmp-") {
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
             if name.as_encoded_bytes().starts_with(b".") || entry.path() == except {
                 continue;
             }
@@ -157,14 +165,43 @@ impl StateStore {
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         Self::check_key(key)?;
+        let _lock = self.lock(true)?;
+        self.write_locked(key, value)
+    }
+
+    /// Set `key` to `new` (None: delete) if its value is `expected` (None:
+    /// absent); true if it did. One exclusive lock covers read and write.
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        Self::check_key(key)?;
+        let _lock = self.lock(true)?;
+        let path = self.entry_path(key);
+        let current = match Self::read_entry(&path)? {
+            Some((stored, value)) if stored == key => Some(value),
+            _ => None,
+        };
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(v) => self.write_locked(key, v)?,
+            None => self.remove_locked(&path)?,
+        }
+        Ok(true)
+    }
+
+    /// Write one entry; the caller holds the exclusive lock.
+    fn write_locked(&self, key: &str, value: &[u8]) -> Result<()> {
         let path = self.entry_path(key);
         let mut record = Vec::with_capacity(MAGIC.len() + 4 + key.len() + value.len());
         record.extend_from_slice(MAGIC);
         record.extend_from_slice(&(key.len() as u32).to_le_bytes());
         record.extend_from_slice(key.as_bytes());
         record.extend_from_slice(value);
-
-        let _lock = self.lock(true)?;
         let needed = self.used_bytes(&path)? + record.len() as u64;
         if needed > self.quota {
             return Err(StateError::Quota {
@@ -191,10 +228,14 @@ impl StateStore {
         Self::check_key(key)?;
         let path = self.entry_path(key);
         let _lock = self.lock(true)?;
-        match fs::remove_file(&path) {
+        self.remove_locked(&path)
+    }
+
+    fn remove_locked(&self, path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&path)(e)),
+            Err(e) => Err(io_err(path)(e)),
         }
     }
 
@@ -248,6 +289,20 @@ mod tests {
             assert!(name == ".lock" || name.len() == 64, "{name}");
         }
         assert_eq!(store.list_keys("volume/").unwrap(), vec!["volume/pv1"]);
+        assert!(
+            !store
+                .compare_and_swap("volume/pv1", Some(b"nope"), Some(b"x"))
+                .unwrap()
+        );
+        assert!(
+            store
+                .compare_and_swap("volume/pv1", Some(b"img1"), Some(b"img2"))
+                .unwrap()
+        );
+        assert!(store.compare_and_swap("fresh", None, Some(b"1")).unwrap());
+        assert!(!store.compare_and_swap("fresh", None, Some(b"2")).unwrap());
+        assert!(store.compare_and_swap("fresh", Some(b"1"), None).unwrap());
+        assert_eq!(store.get("fresh").unwrap(), None);
         store.delete("volume/pv1").unwrap();
         store.delete("volume/pv1").unwrap();
         assert_eq!(store.get("volume/pv1").unwrap(), None);

@@ -17,7 +17,7 @@
 //!   process exits.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -26,6 +26,11 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use crate::contract::DriverStatus;
 
 static ANSWERED: AtomicBool = AtomicBool::new(false);
+/// The exit code of the answer given (for an abort that comes after it).
+static ANSWER_CODE: AtomicI32 = AtomicI32::new(1);
+/// The call carries secrets: a Failure must exit 0 so kubelet does not
+/// log its argv (contract page §3), on every path.
+static QUIET: AtomicBool = AtomicBool::new(false);
 static STDOUT: Mutex<Option<std::fs::File>> = Mutex::new(None);
 /// Called once with the answer an abort (signal, watchdog) gave, so it can
 /// be logged.
@@ -42,9 +47,17 @@ impl Supervisor {
         prefix: String,
         on_abort: Box<dyn Fn(&DriverStatus, i32) + Send + Sync>,
     ) -> Supervisor {
-        let saved = nix::unistd::dup(std::io::stdout())
+        // CLOEXEC: kubelet's pipe must not leak into mkfs, blkid, … (a child
+        // that outlived us would keep kubelet waiting).
+        let saved = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
             .ok()
-            .map(std::fs::File::from);
+            .map(|fd| {
+                // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor;
+                // nothing else owns it.
+                std::fs::File::from(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                })
+            });
         // Without a private handle, fd 1 must stay the real stdout.
         if saved.is_some()
             && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null")
@@ -85,7 +98,13 @@ impl Supervisor {
     }
 }
 
-/// Answer (if nobody has yet), log, kill children, exit 1.
+/// Mark the call as carrying secrets (see [`QUIET`]).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::SeqCst);
+}
+
+/// Answer (if nobody has yet), log, kill children, exit with the code of
+/// whatever answer was given.
 fn abort(message: &str) -> ! {
     crate::node::exec::cancel_all();
     // The tool runner polls the cancel flag every few tens of milliseconds
@@ -93,13 +112,14 @@ fn abort(message: &str) -> ! {
     // mkfs outlives us.
     std::thread::sleep(Duration::from_millis(150));
     let prefix = PREFIX.get().map(String::as_str).unwrap_or("flexwasm");
-    let status = DriverStatus::failure(format!("{prefix}: {message}"));
+    let mut status = DriverStatus::failure(format!("{prefix}: {message}"));
+    status.quiet_failure = QUIET.load(Ordering::SeqCst);
     if answer(&status)
         && let Some(log) = ON_ABORT.get()
     {
-        log(&status, 1);
+        log(&status, status.exit_code());
     }
-    std::process::exit(1);
+    std::process::exit(ANSWER_CODE.load(Ordering::SeqCst));
 }
 
 /// Write the one answer; false if an answer was already given.
@@ -107,6 +127,7 @@ pub fn answer(status: &DriverStatus) -> bool {
     if ANSWERED.swap(true, Ordering::SeqCst) {
         return false;
     }
+    ANSWER_CODE.store(status.exit_code(), Ordering::SeqCst);
     let mut line = status.to_json();
     line.push('\n');
     let mut slot = match STDOUT.lock() {

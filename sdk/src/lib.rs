@@ -75,10 +75,48 @@
 //!
 //! # Host functions and grants
 //!
-//! The modules [`log`], [`state`], [`loop_images`] and [`devices`] call the
-//! host. A component imports only the host interfaces whose functions it
-//! actually calls, and the host refuses a plugin that imports an interface
-//! its operator did not grant: use only what the plugin needs.
+//! The modules [`log`], [`state`], [`loop_images`], [`devices`], [`config`]
+//! and [`http`] call the host. A component imports only the host interfaces
+//! whose functions it actually calls, and the host refuses a plugin that
+//! imports an interface its operator did not grant: use only what the
+//! plugin needs.
+//!
+//! # Talking to a storage backend
+//!
+//! A driver for a cloud or array backend reads its endpoint and credentials
+//! from [`config`] (the `[config]` table of the operator's grant policy) and
+//! calls the backend's REST API with [`http`], a small blocking client over
+//! `wasi:http`; the host sends requests only to the origins the policy's
+//! `[http]` table allows.
+//!
+//! ```no_run
+//! use flexwasm_sdk::prelude::*;
+//! use flexwasm_sdk::{config, http};
+//! use std::time::Duration;
+//!
+//! #[derive(Default)]
+//! struct Array;
+//!
+//! impl Driver for Array {
+//!     fn expand_volume(&self, options: &Options, _: &str, new_size: u64, _: u64) -> Result<()> {
+//!         let endpoint = config::require("endpoint")?; // e.g. https://array.example.com:8443
+//!         let token = config::require("token")?; // an operator secret: never log it
+//!         http::Request::post(format!("{endpoint}/api/v1/volumes/{}/resize", options.volume_name))
+//!             .bearer(&token)
+//!             .json(flexwasm_sdk::serde_json::json!({ "size_bytes": new_size }))
+//!             .timeout(Duration::from_secs(10))
+//!             .send()?
+//!             .error_for_status()?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! flexwasm_sdk::export_driver!(Array);
+//! # fn main() {}
+//! ```
+//!
+//! `plugins/rest-array` in the flexwasm repository is a complete driver of
+//! this kind, with the grant policy it needs.
 
 /// The raw bindings generated from the WIT package, for what the typed API
 /// does not cover (e.g. matching on a `loop-error` variant).
@@ -97,9 +135,11 @@ pub mod bindings {
     });
 }
 
+pub mod config;
 pub mod devices;
 mod driver;
 mod error;
+pub mod http;
 pub mod log;
 pub mod loop_images;
 mod options;
@@ -116,6 +156,12 @@ pub use options::{Options, PodInfo};
 #[doc(inline)]
 pub use plans::{BlockPlan, Capabilities, DeviceLocator, FilesystemPlan, MountPlan};
 pub use size::parse_size;
+
+/// The `serde_json` crate the [`http`] module uses (`json` feature), for
+/// `serde_json::json!` bodies and `serde_json::Value` responses without a
+/// dependency of your own.
+#[cfg(feature = "json")]
+pub use serde_json;
 
 /// Everything a typical driver uses: `use flexwasm_sdk::prelude::*;`.
 pub mod prelude {

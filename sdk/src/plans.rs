@@ -143,6 +143,19 @@ impl DeviceLocator {
     pub fn loop_image(name: impl Into<String>) -> Self {
         DeviceLocator::LoopImage(name.into())
     }
+
+    /// The loop device backed by the file at `path`, any path, e.g. one a
+    /// storage backend reported. The host only looks at which file each loop
+    /// device is backed by; it opens nothing.
+    pub fn loop_backing_file(path: impl Into<String>) -> Self {
+        DeviceLocator::LoopBackingFile(path.into())
+    }
+
+    /// The device a symlink under `/dev/disk/` points at, e.g.
+    /// `/dev/disk/by-id/scsi-3600a0980...` or `/dev/disk/by-path/...`.
+    pub fn link(path: impl Into<String>) -> Self {
+        DeviceLocator::Link(path.into())
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +218,14 @@ mod tests {
         assert_eq!(
             DeviceLocator::wwn("naa.6"),
             DeviceLocator::Wwn("naa.6".into())
+        );
+        assert_eq!(
+            DeviceLocator::loop_backing_file("/var/lib/array/vol-1.img"),
+            DeviceLocator::LoopBackingFile("/var/lib/array/vol-1.img".into())
+        );
+        assert_eq!(
+            DeviceLocator::link("/dev/disk/by-id/wwn-0x600"),
+            DeviceLocator::Link("/dev/disk/by-id/wwn-0x600".into())
         );
     }
 }

@@ -5,8 +5,9 @@ use crate::runtime::PluginHost;
 use crate::runtime::bindings::flexwasm::driver::log::{self as wit, Level};
 use wasmtime::component::{HasSelf, Linker};
 
-/// Lines a plugin logged during this call; at most `cap` bytes are kept,
-/// the rest is counted.
+/// Lines a plugin logged during this call; at most `cap` bytes are kept
+/// (each line also costs a fixed overhead, so a flood of empty lines is
+/// bounded too), the rest is counted.
 pub struct PluginLog {
     pub lines: Vec<PluginLogLine>,
     bytes: usize,
@@ -27,11 +28,13 @@ impl PluginLog {
 
 impl wit::Host for PluginLog {
     fn log(&mut self, level: Level, message: String) {
-        if self.bytes + message.len() > self.cap {
-            self.dropped += 1;
+        const LINE_OVERHEAD: usize = 64;
+        let cost = message.len() + LINE_OVERHEAD;
+        if self.bytes + cost > self.cap {
+            self.dropped = self.dropped.saturating_add(1);
             return;
         }
-        self.bytes += message.len();
+        self.bytes += cost;
         let level = match level {
             Level::Debug => "debug",
             Level::Info => "info",

@@ -4,9 +4,12 @@
 //!
 //! Every request is re-validated here or in [`crate::node`], whatever the
 //! plugin claims: names are names (never paths), devices must be block
-//! devices under `/dev`, images live in one directory.
+//! devices under `/dev`, images live in one directory, outbound HTTP goes
+//! only where the grant allows.
 
+pub mod config;
 pub mod devices;
+pub mod http;
 pub mod log;
 pub mod loop_images;
 pub mod state;

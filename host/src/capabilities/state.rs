@@ -58,6 +58,17 @@ impl wit::Host for StateCapability {
     fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
         self.store()?.list_keys(&prefix).map_err(to_wit)
     }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, WitError> {
+        self.store()?
+            .compare_and_swap(&key, expected.as_deref(), new.as_deref())
+            .map_err(to_wit)
+    }
 }
 
 pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {

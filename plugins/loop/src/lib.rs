@@ -11,6 +11,13 @@
 //! controller: this plugin is meant for single-node clusters and tests, where
 //! both are the same machine.
 //!
+//! **Do not copy its naming into a multi-tenant driver.** The image is named
+//! after `kubernetes.io/pvOrVolumeName`, which for an *inline* volume is
+//! just the pod's volume name: two pods in different namespaces with an
+//! inline volume called `data` would share `data.img`, and a pod could name
+//! its inline volume after someone else's PV. A real driver keys its
+//! backend volume by PV (and refuses inline use), or by namespace + name.
+//!
 //! Volume options (the `options:` of the `flexVolume` source):
 //!
 //! | option | default | meaning |
@@ -54,10 +61,12 @@ impl Driver for LoopDriver {
         }
         // Leaves an existing image (and its data) alone, so a repeated
         // attach is harmless.
+        // `detach` gets only the volume name: remember which image it means.
+        // Recorded first, so a full state store fails the attach before a
+        // loop device exists rather than leaving one attached.
+        state::set(&volume_key(&options.volume_name), &image)?;
         let size = loop_images::create_image(&image, requested_size)?;
         let device = loop_images::attach(&image)?;
-        // `detach` gets only the volume name: remember which image it means.
-        state::set(&volume_key(&options.volume_name), &image)?;
         log::info(format!(
             "attached volume {:?} on node {node_name:?}: image {image} ({size} bytes) at {device}",
             options.volume_name
@@ -85,6 +94,9 @@ impl Driver for LoopDriver {
         };
         // The image holds the volume's data: release only the loop device.
         loop_images::detach(&image)?;
+        // Forget the record once detached, so state does not grow with
+        // every volume ever attached.
+        state::delete(&volume_key(volume_name))?;
         log::info(format!(
             "detached volume {volume_name:?} from node {node_name:?} (image {image} kept)"
         ));

@@ -1,0 +1,608 @@
+//! `wasi:http/outgoing-handler` + `wasi:http/types`: outbound HTTP, only
+//! where the grant's `[http]` allows.
+//!
+//! Threat model. A plugin is a vendor's code talking to the vendor's
+//! storage API; it must not become a way to reach anything else from a
+//! node running as root: the node's own services on loopback, the cloud
+//! metadata service (credentials!), link-local neighbours, or any host the
+//! operator did not list. So, for every request:
+//! - the origin (`scheme://host:port`) must match an `allow` entry (exact
+//!   host, or `*.suffix` for subdomains; an empty list denies everything);
+//! - the host name is resolved here, and **every** address it resolves to
+//!   is checked; loopback, link-local and cloud metadata addresses
+//!   (169.254.169.254, fd00:ec2::254, 169.254.170.2, 100.100.100.200,
+//!   168.63.129.16) are refused unless the grant allows that class
+//!   explicitly; unspecified, multicast and broadcast addresses never;
+//!   IPv4-mapped and NAT64 (64:ff9b::/96) IPv6 forms are checked as the
+//!   IPv4 address they carry;
+//! - the connection goes to an address that was checked (no second lookup
+//!   a DNS answer could change: no rebinding window);
+//! - redirects are not followed here: a 3xx goes back to the plugin, and a
+//!   follow-up request is checked like any other;
+//! - connect, first-byte and between-bytes timeouts are clamped to what is
+//!   left of the call's deadline, and the whole exchange ends at it;
+//! - response bodies beyond `max_response_kib` end in an error;
+//! - TLS trusts the node's CA store plus the grant's optional `ca_bundle`;
+//! - every request, allowed or denied and why, goes to the call log.
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::policy::HttpGrant;
+use crate::runtime::PluginHost;
+
+/// One outbound request as the call log shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpLogEntry {
+    pub method: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the host refused to send it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+
+/// The send hook: shared by every request of one call.
+#[derive(Clone)]
+pub struct Egress {
+    inner: Arc<EgressInner>,
+}
+
+struct EgressInner {
+    grant: HttpGrant,
+    deadline: Instant,
+    log: Mutex<Vec<HttpLogEntry>>,
+    tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+/// What an address is, for the grant's address rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressClass {
+    /// Public or private-network unicast: allowed when the origin is.
+    Routable,
+    Loopback,
+    LinkLocal,
+    Metadata,
+    /// Never allowed.
+    Forbidden(&'static str),
+}
+
+/// Cloud metadata / host-agent endpoints reachable from instances.
+const METADATA_V4: &[Ipv4Addr] = &[
+    Ipv4Addr::new(169, 254, 169, 254), // AWS, GCP, Azure, OpenStack, Oracle
+    Ipv4Addr::new(169, 254, 170, 2),   // AWS ECS task metadata
+    Ipv4Addr::new(100, 100, 100, 200), // Alibaba Cloud
+    Ipv4Addr::new(168, 63, 129, 16),   // Azure wire server
+];
+const METADATA_V6: &[Ipv6Addr] = &[Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)];
+
+pub fn classify(ip: IpAddr) -> AddressClass {
+    let ip = match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                IpAddr::V4(v4)
+            } else if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64 well-known prefix: the last 32 bits are an IPv4 address.
+                let o = v6.octets();
+                IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+            } else {
+                IpAddr::V6(v6)
+            }
+        }
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            if METADATA_V4.contains(&v4) {
+                AddressClass::Metadata
+            } else if v4.is_unspecified() || v4.octets()[0] == 0 {
+                AddressClass::Forbidden("an unspecified address")
+            } else if v4.is_broadcast() || v4.is_multicast() {
+                AddressClass::Forbidden("a broadcast or multicast address")
+            } else if v4.is_loopback() {
+                AddressClass::Loopback
+            } else if v4.is_link_local() {
+                AddressClass::LinkLocal
+            } else {
+                AddressClass::Routable
+            }
+        }
+        IpAddr::V6(v6) => {
+            if METADATA_V6.contains(&v6) {
+                AddressClass::Metadata
+            } else if v6.is_unspecified() {
+                AddressClass::Forbidden("an unspecified address")
+            } else if v6.is_multicast() {
+                AddressClass::Forbidden("a multicast address")
+            } else if v6.is_loopback() {
+                AddressClass::Loopback
+            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                AddressClass::LinkLocal
+            } else {
+                AddressClass::Routable
+            }
+        }
+    }
+}
+
+impl Egress {
+    pub fn new(grant: HttpGrant, deadline: Instant) -> Self {
+        Egress {
+            inner: Arc::new(EgressInner {
+                grant,
+                deadline,
+                log: Mutex::new(Vec::new()),
+                tls: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Requests made so far, in order.
+    pub fn log(&self) -> Vec<HttpLogEntry> {
+        match self.inner.log.lock() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn record(&self, entry: HttpLogEntry) {
+        match self.inner.log.lock() {
+            Ok(mut l) => l.push(entry),
+            Err(p) => p.into_inner().push(entry),
+        }
+    }
+
+    /// Why `ip` may not be contacted under this grant, if it may not.
+    pub fn address_refusal(&self, ip: IpAddr) -> Option<String> {
+        let g = &self.inner.grant;
+        match classify(ip) {
+            AddressClass::Routable => None,
+            AddressClass::Loopback if g.allow_loopback => None,
+            AddressClass::LinkLocal if g.allow_link_local => None,
+            AddressClass::Metadata if g.allow_metadata => None,
+            AddressClass::Loopback => Some(format!(
+                "{ip} is a loopback address (allow_loopback is not granted)"
+            )),
+            AddressClass::LinkLocal => Some(format!(
+                "{ip} is a link-local address (allow_link_local is not granted)"
+            )),
+            AddressClass::Metadata => Some(format!(
+                "{ip} is a cloud metadata address (allow_metadata is not granted)"
+            )),
+            AddressClass::Forbidden(what) => Some(format!("{ip} is {what}, never allowed")),
+        }
+    }
+
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.inner
+            .tls
+            .get_or_init(|| build_tls(self.inner.grant.ca_bundle.as_deref()))
+            .clone()
+    }
+
+    fn remaining(&self) -> Duration {
+        self.inner
+            .deadline
+            .saturating_duration_since(Instant::now())
+    }
+
+    async fn send(
+        self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<
+        (
+            http::Response<WasiBody>,
+            Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+        ),
+        HttpError,
+    > {
+        let started = Instant::now();
+        let method = request.method().to_string();
+        let uri = request.uri().clone();
+        // The query may carry credentials; log the origin and path only.
+        let url = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+            uri.path()
+        );
+        let mut entry = HttpLogEntry {
+            method,
+            url,
+            address: None,
+            status: None,
+            denied: None,
+            error: None,
+            duration_ms: 0.0,
+        };
+        let result = self.exchange(request, options, &mut entry).await;
+        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok((res, _)) => entry.status = Some(res.status().as_u16()),
+            Err(e) if entry.denied.is_none() => entry.error = Some(format!("{e:?}")),
+            Err(_) => {}
+        }
+        self.record(entry);
+        result
+    }
+
+    async fn exchange(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        entry: &mut HttpLogEntry,
+    ) -> Result<
+        (
+            http::Response<WasiBody>,
+            Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+        ),
+        HttpError,
+    > {
+        let (mut parts, body) = request.into_parts();
+        let uri = parts.uri.clone();
+        let https = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS => true,
+            Some(s) if *s == Scheme::HTTP => false,
+            _ => {
+                entry.denied = Some("only http and https are allowed".into());
+                return Err(HttpError::HttpRequestDenied);
+            }
+        };
+        let authority = uri.authority().ok_or(HttpError::HttpRequestUriInvalid)?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let g = &self.inner.grant;
+        if !g.allow.iter().any(|a| a.allows(https, &host, port)) {
+            entry.denied = Some(format!(
+                "{}://{host}:{port} is not in this driver's [http] allow list",
+                if https { "https" } else { "http" }
+            ));
+            return Err(HttpError::HttpRequestDenied);
+        }
+
+        // Resolve here, check every address, connect only to checked ones.
+        let remaining = self.remaining();
+        if remaining.is_zero() {
+            entry.denied = Some("the call's deadline has passed".into());
+            return Err(HttpError::ConnectionTimeout);
+        }
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => match tokio::time::timeout(
+                remaining,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            {
+                Err(_) => return Err(HttpError::DnsTimeout),
+                Ok(Err(e)) => {
+                    entry.error = Some(format!("resolving {host}: {e}"));
+                    return Err(HttpError::DnsError {
+                        rcode: None,
+                        info_code: None,
+                    });
+                }
+                Ok(Ok(a)) => a.collect(),
+            },
+        };
+        if addrs.is_empty() {
+            return Err(HttpError::DestinationNotFound);
+        }
+        if let Some(why) = addrs.iter().find_map(|a| self.address_refusal(a.ip())) {
+            entry.denied = Some(format!("{host} resolves to {why}"));
+            return Err(HttpError::DestinationIpProhibited);
+        }
+
+        let clamp = |d: Option<Duration>| d.unwrap_or(Duration::MAX).min(self.remaining());
+        let connect_timeout = clamp(options.as_ref().and_then(|o| o.connect_timeout));
+        let first_byte_timeout = clamp(options.as_ref().and_then(|o| o.first_byte_timeout));
+        let between_bytes = clamp(options.as_ref().and_then(|o| o.between_bytes_timeout));
+
+        let mut stream = None;
+        let mut last_err = None;
+        for addr in &addrs {
+            match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => {
+                    entry.address = Some(addr.to_string());
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last_err = Some(e),
+                Err(_) => return Err(HttpError::ConnectionTimeout),
+            }
+        }
+        let Some(tcp) = stream else {
+            return Err(match last_err {
+                Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    HttpError::ConnectionRefused
+                }
+                Some(e) => HttpError::Connect(e),
+                None => HttpError::DestinationUnavailable,
+            });
+        };
+
+        let io: Box<dyn Io> = if https {
+            let config = self.tls_config().map_err(|e| {
+                entry.error = Some(e);
+                HttpError::TlsCertificateError
+            })?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+            let tls = tokio::time::timeout(
+                connect_timeout,
+                tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| HttpError::ConnectionTimeout)?
+            .map_err(HttpError::Tls)?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
+
+        let (mut sender, conn) = tokio::time::timeout(
+            connect_timeout,
+            hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(io)),
+        )
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(HttpError::from)?;
+        let deadline = tokio::time::Instant::from_std(self.inner.deadline);
+        let conn_task = tokio::spawn(async move {
+            match tokio::time::timeout_at(deadline, conn).await {
+                Ok(r) => r.map_err(HttpError::from),
+                Err(_) => Err(HttpError::HttpResponseTimeout),
+            }
+        });
+
+        // Origin-form request target (no scheme/authority: this is not a proxy).
+        parts.uri = http::Uri::builder()
+            .path_and_query(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .build()
+            .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        let outgoing = http::Request::from_parts(parts, body);
+
+        let response = tokio::time::timeout(first_byte_timeout, sender.send_request(outgoing))
+            .await
+            .map_err(|_| HttpError::ConnectionReadTimeout)?
+            .map_err(HttpError::from)?;
+
+        let max = self.inner.grant.max_response_bytes;
+        if let Some(len) = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > max
+        {
+            entry.denied = Some(format!(
+                "the response is {len} bytes, over this driver's max_response_kib ({} KiB)",
+                max >> 10
+            ));
+            return Err(HttpError::HttpResponseBodySize(Some(len)));
+        }
+        let response = response.map(|incoming| {
+            CappedBody {
+                inner: incoming,
+                left: max,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                between: between_bytes,
+                idle: Box::pin(tokio::time::sleep(between_bytes)),
+            }
+            .boxed_unsync()
+        });
+        let io_done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+            Box::new(async move {
+                match conn_task.await {
+                    Ok(r) => r,
+                    Err(_) => Err(HttpError::InternalError(Some(
+                        "connection task failed".into(),
+                    ))),
+                }
+            });
+        Ok((response, io_done))
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The response body: ends in an error past the byte cap, the call's
+/// deadline, or an idle gap longer than the between-bytes timeout.
+struct CappedBody {
+    inner: hyper::body::Incoming,
+    left: u64,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    between: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(HttpError::HttpResponseTimeout)));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.left {
+                        self.left = 0;
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(None))));
+                    }
+                    self.left -= n;
+                }
+                let next = tokio::time::Instant::now() + self.between;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(HttpError::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The node's CA store plus the grant's bundle.
+fn build_tls(ca_bundle: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_bundle {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("reading ca_bundle {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("parsing ca_bundle {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_bundle {} holds no certificate", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_bundle {}: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: the node has no CA store and the grant names no ca_bundle"
+                .into(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The hooks object wasmtime-wasi-http calls for every request.
+pub struct EgressHooks(pub Egress);
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let egress = self.0.clone();
+        Box::new(egress.send(request, options))
+    }
+}
+
+/// Link `wasi:http/outgoing-handler` and `wasi:http/types` (only ever
+/// called when the grant has `[http]`).
+pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_classes() {
+        let c = |s: &str| classify(s.parse().unwrap());
+        assert_eq!(c("8.8.8.8"), AddressClass::Routable);
+        assert_eq!(c("10.1.2.3"), AddressClass::Routable);
+        assert_eq!(c("127.0.0.1"), AddressClass::Loopback);
+        assert_eq!(c("127.9.9.9"), AddressClass::Loopback);
+        assert_eq!(c("::1"), AddressClass::Loopback);
+        assert_eq!(c("169.254.1.1"), AddressClass::LinkLocal);
+        assert_eq!(c("fe80::1"), AddressClass::LinkLocal);
+        assert_eq!(c("169.254.169.254"), AddressClass::Metadata);
+        assert_eq!(c("fd00:ec2::254"), AddressClass::Metadata);
+        assert_eq!(c("::ffff:169.254.169.254"), AddressClass::Metadata);
+        assert_eq!(c("::ffff:127.0.0.1"), AddressClass::Loopback);
+        assert_eq!(c("64:ff9b::a9fe:a9fe"), AddressClass::Metadata);
+        assert!(matches!(c("0.0.0.0"), AddressClass::Forbidden(_)));
+        assert!(matches!(c("::"), AddressClass::Forbidden(_)));
+        assert!(matches!(c("224.0.0.1"), AddressClass::Forbidden(_)));
+        assert!(matches!(c("255.255.255.255"), AddressClass::Forbidden(_)));
+    }
+
+    #[test]
+    fn refusals_follow_the_grant() {
+        let mut g = HttpGrant {
+            allow: vec![],
+            allow_loopback: false,
+            allow_link_local: false,
+            allow_metadata: false,
+            ca_bundle: None,
+            max_response_bytes: 1024,
+        };
+        let e = Egress::new(g.clone(), Instant::now());
+        assert!(e.address_refusal("127.0.0.1".parse().unwrap()).is_some());
+        assert!(e.address_refusal("10.0.0.1".parse().unwrap()).is_none());
+        g.allow_loopback = true;
+        g.allow_link_local = true;
+        let e = Egress::new(g, Instant::now());
+        assert!(e.address_refusal("127.0.0.1".parse().unwrap()).is_none());
+        assert!(e.address_refusal("169.254.1.1".parse().unwrap()).is_none());
+        // Link-local does not include the metadata service.
+        assert!(
+            e.address_refusal("169.254.169.254".parse().unwrap())
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! Which block devices a plugin may have the host hand to kubelet, format
+//! or mount.
+//!
+//! "A block device under /dev" is not enough: that is every disk of the
+//! node, including the one holding its root filesystem. A plugin may claim
+//! a device only when both hold:
+//!
+//! - **it is the plugin's**: a loop device backed by a file inside the
+//!   grant's `[loop] image_dir`, or a device matching one of the grant's
+//!   `[devices] claim` patterns (`loop-backing-dir:/abs/dir`,
+//!   `by-id:<prefix of a /dev/disk/by-id name>`, `serial:<prefix>`,
+//!   `wwn:<prefix>`);
+//! - **it is free**: not used as swap, not held by device-mapper/md/bcache
+//!   (`holders/`), none of its partitions mounted, and — for a mount — not
+//!   mounted anywhere but the target itself.
+
+use std::path::{Path, PathBuf};
+
+use crate::node::{blockdev, mountinfo};
+use crate::policy::Grant;
+
+/// One `[devices] claim` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPattern {
+    /// A loop device whose backing file lies inside this directory.
+    LoopBackingDir(PathBuf),
+    /// A device with a `/dev/disk/by-id/` link whose name starts with this.
+    ById(String),
+    Serial(String),
+    /// Compared without `naa.` / `0x` and case.
+    Wwn(String),
+}
+
+impl ClaimPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, value) = s
+            .split_once(':')
+            .ok_or_else(|| format!("devices.claim entry '{s}' must look like kind:value"))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("devices.claim entry '{s}' has an empty value"));
+        }
+        match kind {
+            "loop-backing-dir" => {
+                let p = Path::new(value);
+                if !p.is_absolute() || p == Path::new("/") || value.contains("..") {
+                    return Err(format!(
+                        "devices.claim '{s}': the directory must be absolute, not /, without '..'"
+                    ));
+                }
+                Ok(ClaimPattern::LoopBackingDir(p.to_path_buf()))
+            }
+            "by-id" => Ok(ClaimPattern::ById(value.to_string())),
+            "serial" => Ok(ClaimPattern::Serial(value.to_string())),
+            "wwn" => Ok(ClaimPattern::Wwn(
+                crate::capabilities::devices::normalise_wwn(value),
+            )),
+            other => Err(format!(
+                "devices.claim entry '{s}': unknown kind '{other}' (use loop-backing-dir, by-id, serial or wwn)"
+            )),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            ClaimPattern::LoopBackingDir(d) => format!("loop-backing-dir:{}", d.display()),
+            ClaimPattern::ById(p) => format!("by-id:{p}"),
+            ClaimPattern::Serial(p) => format!("serial:{p}"),
+            ClaimPattern::Wwn(p) => format!("wwn:{p}"),
+        }
+    }
+}
+
+fn inside(file: &Path, dir: &Path) -> bool {
+    // Both canonical: a symlinked image dir or `..` in a backing path cannot
+    // make an outside file look inside.
+    match (std::fs::canonicalize(file), std::fs::canonicalize(dir)) {
+        (Ok(f), Ok(d)) => f.starts_with(&d) && f != d,
+        _ => false,
+    }
+}
+
+fn owned(dev: &blockdev::BlockDevice, grant: &Grant) -> bool {
+    let backing_inside = |dir: &Path| {
+        dev.loop_backing_file
+            .as_deref()
+            .is_some_and(|b| inside(b, dir))
+    };
+    if grant.loop_image_dir.as_deref().is_some_and(backing_inside) {
+        return true;
+    }
+    grant.device_claims.iter().any(|p| match p {
+        ClaimPattern::LoopBackingDir(d) => backing_inside(d),
+        ClaimPattern::ById(prefix) => dev.links.iter().any(|l| {
+            l.parent() == Some(Path::new("/dev/disk/by-id"))
+                && l.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix.as_str()))
+        }),
+        ClaimPattern::Serial(prefix) => dev
+            .serial
+            .as_deref()
+            .is_some_and(|s| s.trim().starts_with(prefix.as_str())),
+        ClaimPattern::Wwn(prefix) => dev.wwn.as_deref().is_some_and(|w| {
+            crate::capabilities::devices::normalise_wwn(w).starts_with(prefix.as_str())
+        }),
+    })
+}
+
+/// Check that the plugin may use block device `dev` (already resolved to
+/// a block device under /dev). `mount_target`: the path it is about to be
+/// mounted at, if this is for a mount — it must then not be mounted
+/// anywhere else.
+pub fn check(dev: &Path, grant: &Grant, mount_target: Option<&Path>) -> Result<(), String> {
+    let info = blockdev::get(dev)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} is not a block device known to sysfs", dev.display()))?;
+    if !owned(&info, grant) {
+        let mut what = String::new();
+        if let Some(b) = &info.loop_backing_file {
+            what = format!(" (a loop device backed by {})", b.display());
+        }
+        return Err(format!(
+            "{}{what} is not a device this driver may use: it is neither one of its loop images nor matched by a [devices] claim in its grant",
+            dev.display()
+        ));
+    }
+    let holders_dir = Path::new("/sys/class/block")
+        .join(&info.name)
+        .join("holders");
+    if let Ok(entries) = std::fs::read_dir(&holders_dir) {
+        let holders: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !holders.is_empty() {
+            return Err(format!(
+                "{} is in use by {} (device-mapper, md or similar); not touching it",
+                dev.display(),
+                holders.join(", ")
+            ));
+        }
+    }
+    if let Ok(swaps) = std::fs::read_to_string("/proc/swaps")
+        && swaps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .any(|s| Path::new(s) == dev)
+    {
+        return Err(format!("{} is in use as swap", dev.display()));
+    }
+    let entries = mountinfo::read().map_err(|e| e.to_string())?;
+    if let Ok(all) = blockdev::list() {
+        for part in all.iter().filter(|p| p.parent.as_deref() == Some(dev)) {
+            if let Some(m) = entries.iter().find(|m| {
+                (m.major, m.minor) == (part.major, part.minor) || Path::new(&m.source) == part.path
+            }) {
+                return Err(format!(
+                    "{} has a partition ({}) mounted at {}; not touching it",
+                    dev.display(),
+                    part.path.display(),
+                    m.mount_point.display()
+                ));
+            }
+        }
+    }
+    if let Some(target) = mount_target {
+        let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        // btrfs reports an anonymous 0:N device number: compare sources too.
+        if let Some(m) = entries.iter().find(|m| {
+            ((m.major, m.minor) == (info.major, info.minor) || Path::new(&m.source) == dev)
+                && m.mount_point != target
+        }) {
+            return Err(format!(
+                "{} is already mounted at {}; a volume's device is mounted in one place only",
+                dev.display(),
+                m.mount_point.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_patterns_parse() {
+        assert_eq!(
+            ClaimPattern::parse("loop-backing-dir:/var/lib/array").unwrap(),
+            ClaimPattern::LoopBackingDir("/var/lib/array".into())
+        );
+        assert_eq!(
+            ClaimPattern::parse("wwn:naa.600A").unwrap(),
+            ClaimPattern::Wwn("600a".into())
+        );
+        for bad in [
+            "x",
+            "loop-backing-dir:rel",
+            "loop-backing-dir:/",
+            "by-id:",
+            "nope:x",
+            "loop-backing-dir:/a/../b",
+        ] {
+            assert!(ClaimPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
