@@ -720,3 +720,92 @@ pub fn processes_running(exe: &Path) -> Vec<i32> {
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Backend tests (tests/backend.rs): the rest-array plugin, the http-probe
+// test plugin and the array server binary.
+
+/// Build the rest-array reference plugin and the http-probe test plugin
+/// once per test process, as wasm32-wasip2 components, into target/guests.
+/// `name` is the package name with `-` → `_` (e.g. `flexwasm_http_probe`).
+pub fn backend_wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let target = workspace_root().join("target").join("guests");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(workspace_root())
+                .env("CARGO_TARGET_DIR", &target)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "-p",
+                    "flexwasm-plugin-rest-array",
+                    "-p",
+                    "flexwasm-http-probe",
+                ])
+                .output()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building backend plugins failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target.join("wasm32-wasip2").join("release"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("{name}.wasm"));
+    assert!(file.exists(), "{} was not built", file.display());
+    file
+}
+
+/// The rest-array reference plugin.
+pub fn rest_array_wasm() -> PathBuf {
+    backend_wasm("flexwasm_plugin_rest_array")
+}
+
+/// The http-probe test plugin.
+pub fn probe_wasm() -> PathBuf {
+    backend_wasm("flexwasm_http_probe")
+}
+
+/// The `flexwasm-array-server` binary: `$FLEXWASM_ARRAY_SERVER_BIN` if set,
+/// else built once per test process (native, into target/guests, so this
+/// does not wait on the outer cargo's lock and works when only the host
+/// package's tests were built).
+pub fn array_server_bin() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("FLEXWASM_ARRAY_SERVER_BIN") {
+                return Ok(PathBuf::from(p));
+            }
+            let target = workspace_root().join("target").join("guests");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(workspace_root())
+                .env("CARGO_TARGET_DIR", &target)
+                .args(["build", "--release", "-p", "flexwasm-array-server"])
+                .output()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building flexwasm-array-server failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let bin = target.join("release").join("flexwasm-array-server");
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} was not built", bin.display()))
+            }
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}

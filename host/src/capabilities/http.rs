@@ -389,7 +389,15 @@ impl Egress {
         let response = tokio::time::timeout(first_byte_timeout, sender.send_request(outgoing))
             .await
             .map_err(|_| HttpError::ConnectionReadTimeout)?
-            .map_err(HttpError::from)?;
+            .map_err(|e| {
+                // At the deadline the connection task ends too, and hyper
+                // reports that as a dropped dispatch: it is a timeout.
+                if Instant::now() >= self.inner.deadline {
+                    HttpError::ConnectionReadTimeout
+                } else {
+                    HttpError::from(e)
+                }
+            })?;
 
         let max = self.inner.grant.max_response_bytes;
         if let Some(len) = response

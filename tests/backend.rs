@@ -1,0 +1,620 @@
+//! Storage backends over HTTP: the rest-array reference plugin against a
+//! real local array server (tests/array-server), driven exactly as kubelet
+//! does; the host's outbound-HTTP refusals, seen through the http-probe
+//! test plugin; and secrets that must never leave the call.
+//!
+//! Privileged tests (loop devices, mounts) run as root in a private mount
+//! namespace; the others need no privilege. The array server's Drop
+//! detaches the loop devices of its images, the Sandbox's Drop its own.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flexwasm_array_server::ArrayServer;
+use serde_json::Value;
+use support::*;
+
+const NODE: &str = "node-1";
+const DRIVER: &str = "rest-array";
+const PROBE: &str = "http-probe";
+
+fn read_file(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+/// Start an array server with its data under the sandbox.
+fn start_server(sb: &Sandbox, token: &str) -> ArrayServer {
+    ArrayServer::start(array_server_bin(), sb.root.path().join("array"), token)
+}
+
+/// The array server's image dir, as the kernel names loop backing files.
+fn images_dir(server: &ArrayServer) -> PathBuf {
+    let dir = server.data_dir.join("images");
+    std::fs::canonicalize(&dir).unwrap_or_else(|e| panic!("canonicalize {}: {e}", dir.display()))
+}
+
+/// The grant an operator gives rest-array for `server`, with `token` as
+/// the `[config] token` value (TOML, e.g. `{ value = "T", secret = true }`).
+fn rest_array_grant(server: &ArrayServer, token: &str) -> String {
+    format!(
+        r#"[limits]
+deadline_seconds = 60
+wait_for_attach_deadline_seconds = 90
+
+[state]
+quota_kib = 256
+
+[devices]
+claim = ["loop-backing-dir:{images}"]
+
+[mount]
+format = ["xfs", "ext4"]
+block = ["xfs", "ext4"]
+options = ["noatime", "discard"]
+
+[http]
+allow = ["{url}"]
+allow_loopback = true
+
+[config]
+endpoint = "{url}"
+token = {token}
+defaultMountOpt = "noatime,discard"
+"#,
+        images = images_dir(server).display(),
+        url = server.url(),
+    )
+}
+
+fn secret_token(token: &str) -> String {
+    format!("{{ value = \"{token}\", secret = true }}")
+}
+
+fn volume_opts(vol: &str, size: &str) -> String {
+    options_json(&[
+        ("kubernetes.io/fsType", "xfs"),
+        ("kubernetes.io/pvOrVolumeName", vol),
+        ("kubernetes.io/readwrite", "rw"),
+        ("size", size),
+    ])
+}
+
+/// Every `http` entry of every call-log line for `op`.
+fn http_entries(sb: &Sandbox, driver: &str, op: &str) -> Vec<Value> {
+    sb.log_lines(driver)
+        .iter()
+        .filter(|l| l["op"] == op)
+        .flat_map(|l| l["http"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. The full kubelet sequence against the array.
+
+#[test]
+fn rest_array_full_kubelet_sequence() {
+    if !privileged("rest_array_full_kubelet_sequence") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    let token = "T0ken-full-sequence-4a7c";
+    let mut server = start_server(&sb, token);
+    let wasm = rest_array_wasm();
+    sb.install_with_grant(
+        DRIVER,
+        &wasm,
+        &rest_array_grant(&server, &secret_token(token)),
+    );
+    let vol = "pv-backend-rest";
+    // xfs: ext4's online grow needs CAP_SYS_RESOURCE, which this sandbox
+    // drops even for root.
+    let opts = volume_opts(vol, "320Mi");
+
+    let init = sb.call_twice(DRIVER, &["init"]);
+    init.assert_success();
+    assert_eq!(init.json["capabilities"]["attach"], true, "{}", init.stdout);
+
+    let name = sb.call_twice(DRIVER, &["getvolumename", &opts]);
+    name.assert_success();
+    assert_eq!(name.json["volumeName"], vol);
+
+    let attach = sb.call_twice(DRIVER, &["attach", &opts, NODE]);
+    attach.assert_success();
+    let attached_dev = attach.json["device"].as_str().expect("device").to_string();
+    assert!(attached_dev.starts_with("/dev/loop"), "{attached_dev}");
+    assert_eq!(
+        loop_devices_under(&server.data_dir).len(),
+        1,
+        "attach twice must attach once"
+    );
+    let (status, body) = server.api("GET", &format!("/api/v1/volumes?name={vol}"), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("\"attached_to\":\"{NODE}\"")),
+        "{body}"
+    );
+
+    let is = sb.call_twice(DRIVER, &["isattached", &opts, NODE]);
+    is.assert_success();
+    assert_eq!(is.json["attached"], true);
+
+    let wait = sb.call_twice(DRIVER, &["waitforattach", &attached_dev, &opts]);
+    wait.assert_success();
+    let dev = wait.json["device"].as_str().expect("device").to_string();
+    assert_eq!(dev, attached_dev);
+
+    let dmp = sb.device_mount_path(DRIVER, vol);
+    let dmp_s = dmp.to_str().unwrap();
+    sb.call_twice(DRIVER, &["mountdevice", dmp_s, &dev, &opts])
+        .assert_success();
+    assert!(is_mounted(&dmp));
+    assert_eq!(probe_fs_type(&dev).as_deref(), Some("xfs"));
+    std::fs::write(dmp.join("hello.txt"), "kept on the array").unwrap();
+
+    sb.call_twice(DRIVER, &["unmountdevice", dmp_s])
+        .assert_success();
+    assert!(!is_mounted(&dmp));
+    assert!(!dmp.join("hello.txt").exists());
+
+    sb.call_twice(DRIVER, &["mountdevice", dmp_s, &dev, &opts])
+        .assert_success();
+    assert_eq!(read_file(&dmp.join("hello.txt")), "kept on the array");
+
+    let before = df_size(&dmp);
+    let new_size = (640u64 << 20).to_string();
+    let old_size = (320u64 << 20).to_string();
+    sb.call_twice(DRIVER, &["expandvolume", &opts, "", &new_size, &old_size])
+        .assert_success();
+    sb.call_twice(
+        DRIVER,
+        &["expandfs", &opts, &dev, dmp_s, &new_size, &old_size],
+    )
+    .assert_success();
+    let after = df_size(&dmp);
+    assert!(
+        after > before + (250 << 20),
+        "df size {before} → {after}: filesystem did not grow"
+    );
+    assert_eq!(read_file(&dmp.join("hello.txt")), "kept on the array");
+
+    sb.call_twice(DRIVER, &["unmountdevice", dmp_s])
+        .assert_success();
+    assert!(!is_mounted(&dmp));
+
+    // The array restarts (on a new port, so the operator re-points the
+    // grant); every driver call is a fresh process anyway. detach gets a
+    // name and no options: the plugin finds the volume via its state.
+    server.restart();
+    sb.install_with_grant(
+        DRIVER,
+        &wasm,
+        &rest_array_grant(&server, &secret_token(token)),
+    );
+    sb.call_twice(DRIVER, &["detach", vol, NODE])
+        .assert_success();
+    assert!(
+        loop_devices_under(&server.data_dir).is_empty(),
+        "detach must detach the array's loop device"
+    );
+    let is = sb.call_twice(DRIVER, &["isattached", &opts, NODE]);
+    is.assert_success();
+    assert_eq!(is.json["attached"], false);
+
+    // The call log shows every request the plugin sent, with its status.
+    for op in [
+        "attach",
+        "isattached",
+        "waitforattach",
+        "expandvolume",
+        "detach",
+    ] {
+        let http = http_entries(&sb, DRIVER, op);
+        assert!(!http.is_empty(), "{op}: no http entries in the call log");
+        for h in &http {
+            assert!(
+                h["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s)),
+                "{op}: http entry without a 2xx status: {h}"
+            );
+            assert!(h["denied"].is_null(), "{op}: {h}");
+        }
+    }
+    // Detach used the id recorded in state (GET/POST on /volumes/<id>).
+    let detach = http_entries(&sb, DRIVER, "detach");
+    assert!(
+        detach
+            .iter()
+            .any(|h| h["url"].as_str().unwrap_or("").contains("/detach")),
+        "{detach:?}"
+    );
+    let log = sb.raw_log_lines(DRIVER).join("\n");
+    assert!(!log.contains(token), "the token is in the call log");
+}
+
+// ---------------------------------------------------------------------------
+// 2. What the host refuses, through the http-probe plugin.
+
+/// Install the probe with `grant` and GET `url` (with `extra` options).
+fn probe(sb: &Sandbox, grant: &str, url: &str, extra: &[(&str, &str)]) -> (Answer, Duration) {
+    sb.install_with_grant(PROBE, &probe_wasm(), grant);
+    let mut pairs = vec![("url", url)];
+    pairs.extend_from_slice(extra);
+    let opts = options_json(&pairs);
+    let started = Instant::now();
+    let answer = sb.call(PROBE, &["getvolumename", &opts]);
+    (answer, started.elapsed())
+}
+
+/// The call's only http entry that the host denied; it must say why.
+#[track_caller]
+fn denied_entry(sb: &Sandbox, reason_part: &str) -> Value {
+    let http = http_entries(sb, PROBE, "getvolumename");
+    let denied: Vec<&Value> = http.iter().filter(|h| !h["denied"].is_null()).collect();
+    assert_eq!(denied.len(), 1, "one denied request expected: {http:?}");
+    let reason = denied[0]["denied"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(reason_part),
+        "denial reason {reason:?} does not mention {reason_part:?}"
+    );
+    denied[0].clone()
+}
+
+#[track_caller]
+fn assert_refused(answer: &Answer, parts: &[&str]) {
+    answer.assert_failure("outbound HTTP refused by the host");
+    for p in parts {
+        assert!(
+            answer.message().contains(p),
+            "message {:?} does not mention {p:?}",
+            answer.message()
+        );
+    }
+}
+
+#[test]
+fn http_host_not_on_the_allowlist_is_refused() {
+    let sb = Sandbox::new();
+    let server = start_server(&sb, "probe-token");
+    // Loopback is allowed, but only a different port.
+    let grant = "[http]\nallow = [\"http://127.0.0.1:1\"]\nallow_loopback = true\n";
+    let url = format!("{}/healthz", server.url());
+    let (answer, _) = probe(&sb, grant, &url, &[]);
+    assert_refused(
+        &answer,
+        &["not in this driver's [http] allow list", &server.url()],
+    );
+    let entry = denied_entry(&sb, "allow list");
+    assert!(
+        entry["status"].is_null() && entry["address"].is_null(),
+        "{entry}"
+    );
+    assert!(
+        !server.log().contains("/healthz"),
+        "the request reached the server"
+    );
+}
+
+#[test]
+fn http_allowed_name_resolving_to_loopback_is_refused() {
+    let sb = Sandbox::new();
+    let server = start_server(&sb, "probe-token");
+    let port = server.addr.port();
+    let grant = format!("[http]\nallow = [\"http://localhost:{port}\"]\nallow_loopback = false\n");
+    let url = format!("http://localhost:{port}/healthz");
+    let (answer, _) = probe(&sb, &grant, &url, &[]);
+    assert_refused(&answer, &["localhost", "loopback"]);
+    denied_entry(&sb, "loopback");
+    assert!(
+        !server.log().contains("/healthz"),
+        "the request reached the server"
+    );
+}
+
+#[test]
+fn http_cloud_metadata_is_refused_before_connecting() {
+    let sb = Sandbox::new();
+    // Link-local is granted; the metadata service still is not.
+    let grant = "[http]\nallow = [\"http://169.254.169.254\"]\nallow_link_local = true\n";
+    let (answer, wall) = probe(
+        &sb,
+        grant,
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        &[("timeout_ms", "20000")],
+    );
+    assert_refused(&answer, &["169.254.169.254", "metadata"]);
+    let entry = denied_entry(&sb, "metadata");
+    assert!(
+        entry["address"].is_null(),
+        "no connection expected: {entry}"
+    );
+    // Refused before connecting: no network needed, no connect timeout.
+    assert!(wall < Duration::from_secs(10), "took {wall:?}");
+}
+
+#[test]
+fn http_redirect_to_a_denied_host_is_refused() {
+    let sb = Sandbox::new();
+    let server = start_server(&sb, "probe-token");
+    let grant = format!(
+        "[http]\nallow = [\"{}\"]\nallow_loopback = true\n",
+        server.url()
+    );
+    let url = format!("{}/test/redirect?to=http://evil.invalid/", server.url());
+    let (answer, _) = probe(&sb, &grant, &url, &[("follow", "1")]);
+    assert_refused(&answer, &["evil.invalid", "allow list"]);
+    let http = http_entries(&sb, PROBE, "getvolumename");
+    assert_eq!(http.len(), 2, "{http:?}");
+    assert_eq!(http[0]["status"], 302, "{http:?}");
+    assert!(http[0]["denied"].is_null(), "{http:?}");
+    let entry = denied_entry(&sb, "evil.invalid");
+    assert!(entry["address"].is_null(), "{entry}");
+}
+
+#[test]
+fn http_response_over_the_cap_is_refused() {
+    let sb = Sandbox::new();
+    let server = start_server(&sb, "probe-token");
+    let grant = format!(
+        "[http]\nallow = [\"{}\"]\nallow_loopback = true\nmax_response_kib = 64\n",
+        server.url()
+    );
+    let url = format!("{}/test/big?bytes=1000000", server.url());
+    let (answer, _) = probe(&sb, &grant, &url, &[]);
+    assert_refused(&answer, &["1000000 bytes", "max_response_kib (64 KiB)"]);
+    denied_entry(&sb, "max_response_kib");
+}
+
+#[test]
+fn http_slow_server_ends_at_the_deadline() {
+    let sb = Sandbox::new();
+    let server = start_server(&sb, "probe-token");
+    let grant = format!(
+        "[limits]\ndeadline_seconds = 2\n\n[http]\nallow = [\"{}\"]\nallow_loopback = true\n",
+        server.url()
+    );
+    let url = format!("{}/test/slow?ms=10000", server.url());
+    let (answer, wall) = probe(&sb, &grant, &url, &[]);
+    assert_eq!(answer.status(), "Failure", "{}", answer.stdout);
+    assert!(
+        wall < Duration::from_millis(3500),
+        "the 2 s deadline took {wall:?}"
+    );
+    let message = answer.message();
+    assert!(
+        message.contains("deadline")
+            || message.contains("timed out")
+            || message.contains("timeout")
+            || message.contains("did not answer in time"),
+        "message does not say the call ran out of time: {message:?}"
+    );
+    // The request that ran out of time is in the call log, with why.
+    let http = http_entries(&sb, PROBE, "getvolumename");
+    assert_eq!(
+        http.len(),
+        1,
+        "the slow request is not in the call log: {http:?}"
+    );
+    // Why it ended must be visible there too (regression: when the
+    // connection task's deadline fired first, the entry said "DispatchGone"
+    // and the answer "HTTP protocol error").
+    let why = format!("{} {}", http[0]["denied"], http[0]["error"]).to_lowercase();
+    assert!(
+        why.contains("deadline") || why.contains("timeout"),
+        "the call log does not say the request ran out of time: {http:?}"
+    );
+}
+
+#[test]
+fn rest_array_invalid_token_is_a_clear_failure() {
+    let sb = Sandbox::new();
+    let server = start_server(&sb, "the-right-token");
+    sb.install_with_grant(
+        DRIVER,
+        &rest_array_wasm(),
+        &rest_array_grant(&server, &secret_token("a-wrong-token")),
+    );
+    let opts = volume_opts("pv-bad-token", "64Mi");
+    let answer = sb.call(DRIVER, &["attach", &opts, NODE]);
+    answer.assert_failure("401");
+    assert!(
+        answer.message().to_lowercase().contains("token"),
+        "message does not mention the token: {:?}",
+        answer.message()
+    );
+    assert!(!answer.stdout.contains("a-wrong-token"));
+    let http = http_entries(&sb, DRIVER, "attach");
+    assert!(
+        http.iter().any(|h| h["status"] == 401),
+        "no 401 in the call log: {http:?}"
+    );
+    assert!(loop_devices_under(&server.data_dir).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// 3. Secrets never leave the call.
+
+#[test]
+fn secrets_never_reach_logs_or_answers() {
+    use base64::Engine;
+    if !privileged("secrets_never_reach_logs_or_answers") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    let token = "Sekr1t-Tok3n-b64-9f2e";
+    let wrong = "Wr0ng-Sekr1t-77aa";
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let server = start_server(&sb, token);
+    sb.install_with_grant(
+        DRIVER,
+        &rest_array_wasm(),
+        &rest_array_grant(&server, &secret_token(token)),
+    );
+    let vol = "pv-secret";
+    // Mount-style options: pod info and the volume's secret.
+    let with_secret = |t: &str| {
+        options_json(&[
+            ("kubernetes.io/fsType", "xfs"),
+            ("kubernetes.io/pod.name", "web-0"),
+            ("kubernetes.io/pod.namespace", "default"),
+            ("kubernetes.io/pod.uid", "uid-secret"),
+            ("kubernetes.io/pvOrVolumeName", vol),
+            ("kubernetes.io/readwrite", "rw"),
+            ("kubernetes.io/secret/token", &b64(t)),
+            ("kubernetes.io/serviceAccount.name", "default"),
+            // xfs needs at least 300 MB.
+            ("size", "320Mi"),
+        ])
+    };
+    let opts = with_secret(token);
+    let mut answers = Vec::new();
+
+    let attach = sb.call(DRIVER, &["attach", &opts, NODE]);
+    attach.assert_success();
+    let dev = attach.json["device"].as_str().expect("device").to_string();
+    answers.push(attach);
+    let is = sb.call(DRIVER, &["isattached", &opts, NODE]);
+    is.assert_success();
+    assert_eq!(is.json["attached"], true);
+    answers.push(is);
+    let wait = sb.call(DRIVER, &["waitforattach", &dev, &opts]);
+    wait.assert_success();
+    answers.push(wait);
+    let dmp = sb.device_mount_path(DRIVER, vol);
+    let dmp_s = dmp.to_str().unwrap();
+    let md = sb.call(DRIVER, &["mountdevice", dmp_s, &dev, &opts]);
+    md.assert_success();
+    answers.push(md);
+    let umd = sb.call(DRIVER, &["unmountdevice", dmp_s]);
+    umd.assert_success();
+    answers.push(umd);
+
+    // A secret-bearing call that fails: Failure, exit 0 (kubelet logs the
+    // whole argv of a call that exits non-zero).
+    let bad = sb.call(
+        DRIVER,
+        &["mountdevice", "/nonexistent/flexwasm/pod/dir", &dev, &opts],
+    );
+    assert_eq!(bad.status(), "Failure", "{}", bad.stdout);
+    assert_eq!(bad.code, 0, "a failing secret-bearing call must exit 0");
+    answers.push(bad);
+    // The volume's secret overrides the operator's token: a wrong one is
+    // refused by the array, and that failure exits 0 too.
+    let wrong_opts = with_secret(wrong);
+    let refused = sb.call(DRIVER, &["isattached", &wrong_opts, NODE]);
+    refused.assert_failure("401");
+    assert_eq!(refused.code, 0, "a failing secret-bearing call must exit 0");
+    answers.push(refused);
+
+    let detach = sb.call(DRIVER, &["detach", vol, NODE]);
+    detach.assert_success();
+    answers.push(detach);
+    assert!(loop_devices_under(&server.data_dir).is_empty());
+
+    let call_log = sb.raw_log_lines(DRIVER).join("\n");
+    assert!(!call_log.is_empty(), "no call log");
+    let server_log = server.log();
+    assert!(!server_log.is_empty(), "no server log");
+    for secret in [token.to_string(), b64(token), wrong.to_string(), b64(wrong)] {
+        assert!(
+            !call_log.contains(&secret),
+            "the call log holds secret {secret:?}"
+        );
+        assert!(
+            !server_log.contains(&secret),
+            "the server log holds secret {secret:?}"
+        );
+        for a in &answers {
+            assert!(
+                !a.stdout.contains(&secret) && !a.stderr.contains(&secret),
+                "{:?}: the answer holds secret {secret:?}: {}",
+                a.args,
+                a.stdout
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. State under concurrency. No plugin (reference or test) increments a
+// counter with compare-and-swap, so the same-key lost-update and
+// SIGKILL-during-write cases are not testable here; this covers what the
+// shipped plugins do: many driver processes writing (then deleting) their
+// own keys in one store at once.
+
+/// The store's entries (files not starting with `.`: not the lock, not a
+/// temp file).
+fn state_entries(sb: &Sandbox, driver: &str) -> Vec<PathBuf> {
+    let kv = sb.driver_state_dir(driver).join("kv");
+    let Ok(entries) = std::fs::read_dir(&kv) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn state_concurrent_attach_and_detach_lose_no_update() {
+    if !privileged("state_concurrent_attach_and_detach_lose_no_update") {
+        return;
+    }
+    const N: usize = 64;
+    let sb = Sandbox::new();
+    let token = "concurrency-token";
+    let server = start_server(&sb, token);
+    sb.install_with_grant(
+        DRIVER,
+        &rest_array_wasm(),
+        &rest_array_grant(&server, &secret_token(token)),
+    );
+    let opts: Vec<String> = (0..N)
+        .map(|i| volume_opts(&format!("pv-conc-{i}"), "1Mi"))
+        .collect();
+    let running: Vec<RunningCall> = opts
+        .iter()
+        .map(|o| sb.spawn(DRIVER, &["attach", o, NODE]))
+        .collect();
+    for call in running {
+        let (answer, _) = call.finish();
+        answer.assert_success();
+    }
+    assert_eq!(
+        state_entries(&sb, DRIVER).len(),
+        N,
+        "every concurrent attach recorded its volume"
+    );
+    assert_eq!(loop_devices_under(&server.data_dir).len(), N);
+
+    // detach gets only the name: each finds its volume through state.
+    let names: Vec<String> = (0..N).map(|i| format!("pv-conc-{i}")).collect();
+    let running: Vec<RunningCall> = names
+        .iter()
+        .map(|n| sb.spawn(DRIVER, &["detach", n, NODE]))
+        .collect();
+    for call in running {
+        let (answer, _) = call.finish();
+        answer.assert_success();
+    }
+    assert!(
+        state_entries(&sb, DRIVER).is_empty(),
+        "entries left: {:?}",
+        state_entries(&sb, DRIVER)
+    );
+    assert!(loop_devices_under(&server.data_dir).is_empty());
+    // Every detach went by the recorded id, none by a name search.
+    for l in sb.log_lines(DRIVER).iter().filter(|l| l["op"] == "detach") {
+        let http = l["http"].as_array().cloned().unwrap_or_default();
+        assert!(
+            http.iter()
+                .all(|h| !h["url"].as_str().unwrap_or("").ends_with("/api/v1/volumes")),
+            "a detach searched by name: {http:?}"
+        );
+    }
+}
