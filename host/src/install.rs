@@ -173,7 +173,8 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
     let staged = (|| {
         write_file(&staging.join(&req.driver.driver), &host_bytes, 0o755)?;
         if let Some(text) = &policy_text {
-            write_file(&staging.join(POLICY_FILE), text.as_bytes(), 0o644)?;
+            // 0600: [config] may hold credentials.
+            write_file(&staging.join(POLICY_FILE), text.as_bytes(), 0o600)?;
         }
         write_file(&staging.join(PLUGIN_FILE), &wasm, 0o644)?;
         write_file(&staging.join(PRECOMPILED_FILE), &cwasm, 0o644)?;
