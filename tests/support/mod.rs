@@ -23,6 +23,28 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Run `cargo build --release <args>` with its own target dir
+/// (`target/guests`), so it never waits on the outer cargo's lock; the
+/// target dir on success. `what` names it in the error.
+fn cargo_build(what: &str, args: &[&str]) -> Result<PathBuf, String> {
+    let target = workspace_root().join("target").join("guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["build", "--release"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {what} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(target)
+}
+
 /// Build every guest (reference plugins) once per test process, as
 /// wasm32-wasip2 components, in their own target dir so this does not wait
 /// on the outer cargo's lock.
@@ -30,29 +52,17 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
         .get_or_init(|| {
-            let target = workspace_root().join("target").join("guests");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(workspace_root())
-                .env("CARGO_TARGET_DIR", &target)
-                .args([
-                    "build",
-                    "--release",
+            let target = cargo_build(
+                "plugins",
+                &[
                     "--target",
                     "wasm32-wasip2",
                     "-p",
                     "flexwasm-plugin-loop",
                     "-p",
                     "flexwasm-plugin-tmpfs",
-                ])
-                .output()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building plugins failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
+                ],
+            )?;
             Ok(target.join("wasm32-wasip2").join("release"))
         })
         .as_ref()
@@ -443,28 +453,16 @@ pub fn hostile_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
         .get_or_init(|| {
-            let target = workspace_root().join("target").join("guests");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(workspace_root())
-                .env("CARGO_TARGET_DIR", &target)
-                .args([
-                    "build",
-                    "--release",
+            let target = cargo_build(
+                "hostile plugins",
+                &[
                     "--target",
                     "wasm32-wasip2",
                     "-p",
                     "flexwasm-hostile",
                     "--examples",
-                ])
-                .output()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building hostile plugins failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
+                ],
+            )?;
             Ok(target
                 .join("wasm32-wasip2")
                 .join("release")
@@ -732,29 +730,17 @@ pub fn backend_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
         .get_or_init(|| {
-            let target = workspace_root().join("target").join("guests");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(workspace_root())
-                .env("CARGO_TARGET_DIR", &target)
-                .args([
-                    "build",
-                    "--release",
+            let target = cargo_build(
+                "backend plugins",
+                &[
                     "--target",
                     "wasm32-wasip2",
                     "-p",
                     "flexwasm-plugin-rest-array",
                     "-p",
                     "flexwasm-http-probe",
-                ])
-                .output()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building backend plugins failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
+                ],
+            )?;
             Ok(target.join("wasm32-wasip2").join("release"))
         })
         .as_ref()
@@ -785,20 +771,7 @@ pub fn array_server_bin() -> PathBuf {
             if let Some(p) = std::env::var_os("FLEXWASM_ARRAY_SERVER_BIN") {
                 return Ok(PathBuf::from(p));
             }
-            let target = workspace_root().join("target").join("guests");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(workspace_root())
-                .env("CARGO_TARGET_DIR", &target)
-                .args(["build", "--release", "-p", "flexwasm-array-server"])
-                .output()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building flexwasm-array-server failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
+            let target = cargo_build("flexwasm-array-server", &["-p", "flexwasm-array-server"])?;
             let bin = target.join("release").join("flexwasm-array-server");
             if bin.is_file() {
                 Ok(bin)
