@@ -318,10 +318,9 @@ fn dispatch(
             Ok(DriverStatus::success())
         }
         Call::UnmountDevice { mount_path } => {
-            unmount_path(mount_path)?;
-            let mp = path_str(mount_path);
-            hook(plugin.call("unmountdevice", |g, s| g.call_unmount_device(s, &mp))?)?;
-            Ok(DriverStatus::success())
+            unmount_then_hook(plugin, mount_path, "unmountdevice", |g, s, p| {
+                g.call_unmount_device(s, p)
+            })
         }
         Call::Mount { dir, .. } => {
             let read_only = options.is_some_and(|o| o.read_only);
@@ -336,10 +335,7 @@ fn dispatch(
             Ok(DriverStatus::success())
         }
         Call::Unmount { dir } => {
-            unmount_path(dir)?;
-            let d = path_str(dir);
-            hook(plugin.call("unmount", |g, s| g.call_unmount(s, &d))?)?;
-            Ok(DriverStatus::success())
+            unmount_then_hook(plugin, dir, "unmount", |g, s, p| g.call_unmount(s, p))
         }
         Call::ExpandVolume {
             mount_path,
@@ -371,10 +367,23 @@ fn dispatch(
     }
 }
 
-/// An unmount hook's answer: `not-supported` just means "nothing to do".
-fn hook(r: Result<(), wit::DriverError>) -> Result<(), CallError> {
-    match r {
-        Ok(()) | Err(wit::DriverError::NotSupported) => Ok(()),
+/// `unmount` / `unmountdevice`: the host unmounts whatever is at `path`,
+/// then the plugin's hook runs for its bookkeeping; a hook answering
+/// `not-supported` just means "nothing to do".
+fn unmount_then_hook(
+    plugin: &mut Plugin,
+    path: &Path,
+    op: &'static str,
+    hook: impl FnOnce(
+        &crate::runtime::DriverExports,
+        &mut wasmtime::Store<crate::runtime::PluginHost>,
+        &str,
+    ) -> wasmtime::Result<Result<(), wit::DriverError>>,
+) -> CallResult {
+    unmount_path(path)?;
+    let p = path_str(path);
+    match plugin.call(op, |g, s| hook(g, s, &p))? {
+        Ok(()) | Err(wit::DriverError::NotSupported) => Ok(DriverStatus::success()),
         Err(wit::DriverError::Failure(msg)) => Err(CallError::Plugin(msg)),
     }
 }
