@@ -44,6 +44,61 @@ pub fn list_keys(prefix: &str) -> Result<Vec<String>> {
     store::list_keys(prefix).map_err(|error| failure("list keys with prefix", prefix, &error))
 }
 
+/// Atomically: if `key` currently holds `expected` (`None`: the key is
+/// absent), store `new` (`None`: delete the key) and return `true`;
+/// otherwise change nothing and return `false`.
+///
+/// This is the building block for read-modify-write: the driver runs
+/// concurrently with itself (kubelet attaches many volumes at once), and a
+/// plain [`get`] followed by [`set`] can overwrite another call's update.
+/// Most drivers want [`update`], which retries for you.
+pub fn compare_and_swap(key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool> {
+    store::compare_and_swap(key, expected, new)
+        .map_err(|error| failure("compare-and-swap", key, &error))
+}
+
+/// How many times [`update`] re-reads a key that other calls keep changing
+/// before it gives up.
+pub const UPDATE_ATTEMPTS: usize = 1000;
+
+/// Read-modify-write `key` without losing concurrent updates.
+///
+/// `change` gets the current value (`None`: absent) and returns the value to
+/// store (`None`: delete the key). If another call changed the key in the
+/// meantime, `change` runs again on the fresh value, so it must not have side
+/// effects outside its return value. An error from `change` stops the update
+/// and is returned as is. Returns what was stored.
+///
+/// ```no_run
+/// use flexwasm_sdk::state;
+/// // Count this node's attached volumes, safely under concurrency.
+/// let stored = state::update("attached-count", |old| {
+///     let n: u64 = old
+///         .and_then(|v| std::str::from_utf8(v).ok())
+///         .and_then(|t| t.parse().ok())
+///         .unwrap_or(0);
+///     Ok(Some((n + 1).to_string().into_bytes()))
+/// })?;
+/// # Ok::<(), flexwasm_sdk::Error>(())
+/// ```
+pub fn update<F>(key: &str, mut change: F) -> Result<Option<Vec<u8>>>
+where
+    F: FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
+{
+    let mut current = get(key)?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let new = change(current.as_deref())?;
+        if compare_and_swap(key, current.as_deref(), new.as_deref())? {
+            return Ok(new);
+        }
+        current = get(key)?;
+    }
+    Err(Error::Failure(format!(
+        "state store: key {key:?} kept changing under concurrent calls; \
+         gave up after {UPDATE_ATTEMPTS} attempts"
+    )))
+}
+
 fn failure(operation: &str, key: &str, error: &StateError) -> Error {
     Error::Failure(format!(
         "state store: cannot {operation} {key:?}: {}",

@@ -515,24 +515,7 @@ impl RunningCall {
     /// its answer against kubelet's output rules.
     #[track_caller]
     pub fn finish(mut self) -> (Answer, CallUsage) {
-        let mut status: libc::c_int = 0;
-        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: `pid` is our own unreaped child (std's Child is never
-            // waited on afterwards); both pointers are valid for writes.
-            let r = unsafe { libc::wait4(self.pid, &mut status, 0, &mut usage) };
-            if r == self.pid {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            assert_eq!(
-                err.kind(),
-                std::io::ErrorKind::Interrupted,
-                "wait4 {}: {err}",
-                self.pid
-            );
-        }
+        let (status, usage) = self.reap();
         let wall = self.started.elapsed();
         let stdout = self.stdout.take().map(|h| h.join().expect("stdout reader"));
         let stderr = self.stderr.take().map(|h| h.join().expect("stderr reader"));
@@ -566,6 +549,47 @@ impl RunningCall {
             stderr,
         };
         (answer, usage)
+    }
+
+    /// SIGKILL the driver (as a node crash or the OOM killer would) and reap
+    /// it. True if the signal ended it, false if it had already exited.
+    pub fn kill(mut self) -> bool {
+        // ESRCH is impossible: the child is not reaped yet, at worst a zombie.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let (status, _) = self.reap();
+        for h in [self.stdout.take(), self.stderr.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = h.join();
+        }
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL
+    }
+
+    /// wait4 the driver: its wait status and rusage.
+    fn reap(&mut self) -> (libc::c_int, libc::rusage) {
+        let mut status: libc::c_int = 0;
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: `pid` is our own unreaped child (std's Child is never
+            // waited on afterwards); both pointers are valid for writes.
+            let r = unsafe { libc::wait4(self.pid, &mut status, 0, &mut usage) };
+            if r == self.pid {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::Interrupted,
+                "wait4 {}: {err}",
+                self.pid
+            );
+        }
+        (status, usage)
     }
 }
 
@@ -723,8 +747,8 @@ pub fn processes_running(exe: &Path) -> Vec<i32> {
 // Backend tests (tests/backend.rs): the rest-array plugin, the http-probe
 // test plugin and the array server binary.
 
-/// Build the rest-array reference plugin and the http-probe test plugin
-/// once per test process, as wasm32-wasip2 components, into target/guests.
+/// Build the rest-array reference plugin and the http-probe and
+/// state-probe test plugins once per test process, as wasm32-wasip2 components, into target/guests.
 /// `name` is the package name with `-` → `_` (e.g. `flexwasm_http_probe`).
 pub fn backend_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -739,6 +763,8 @@ pub fn backend_wasm(name: &str) -> PathBuf {
                     "flexwasm-plugin-rest-array",
                     "-p",
                     "flexwasm-http-probe",
+                    "-p",
+                    "flexwasm-state-probe",
                 ],
             )?;
             Ok(target.join("wasm32-wasip2").join("release"))
@@ -758,6 +784,11 @@ pub fn rest_array_wasm() -> PathBuf {
 /// The http-probe test plugin.
 pub fn probe_wasm() -> PathBuf {
     backend_wasm("flexwasm_http_probe")
+}
+
+/// The state-probe test plugin.
+pub fn state_probe_wasm() -> PathBuf {
+    backend_wasm("flexwasm_state_probe")
 }
 
 /// The `flexwasm-array-server` binary: `$FLEXWASM_ARRAY_SERVER_BIN` if set,
