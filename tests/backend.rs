@@ -408,6 +408,205 @@ fn http_slow_server_ends_at_the_deadline() {
     );
 }
 
+// TLS: a vendor's private CA, trusted through the grant's `ca_bundle`.
+
+/// An HTTPS server on 127.0.0.1 whose certificate, for `names`, is signed
+/// by a fresh private CA. It answers every request `200 tls-ok`.
+struct TlsServer {
+    port: u16,
+    ca_pem: String,
+    /// Requests that got through the handshake.
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Handshakes that failed, with rustls's reason.
+    refused: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TlsServer {
+    fn start(names: &[&str]) -> TlsServer {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex};
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "flexwasm test private CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let key = KeyPair::generate().expect("server key");
+        let cert = CertificateParams::new(names)
+            .expect("server params")
+            .signed_by(&key, &ca)
+            .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+                    .expect("server key DER"),
+            )
+            .expect("server TLS config");
+        let config = Arc::new(config);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let (req, refs) = (requests.clone(), refused.clone());
+        // Lives until the test process ends.
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let (config, req, refs) = (config.clone(), req.clone(), refs.clone());
+                std::thread::spawn(move || {
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+                    let conn = rustls::ServerConnection::new(config).expect("server connection");
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                            Err(e) => {
+                                refs.lock().unwrap().push(e.to_string());
+                                return;
+                            }
+                        }
+                    }
+                    req.fetch_add(1, Ordering::SeqCst);
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ntls-ok",
+                    );
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                });
+            }
+        });
+        TlsServer {
+            port,
+            ca_pem: ca.pem(),
+            requests,
+            refused,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap().clone()
+    }
+}
+
+/// The probe's grant for `https://localhost:<port>`, with `ca_bundle` if given.
+fn tls_grant(port: u16, ca_bundle: Option<&Path>) -> String {
+    let mut grant =
+        format!("[http]\nallow = [\"https://localhost:{port}\"]\nallow_loopback = true\n");
+    if let Some(path) = ca_bundle {
+        grant.push_str(&format!("ca_bundle = \"{}\"\n", path.display()));
+    }
+    grant
+}
+
+#[test]
+fn http_tls_with_a_private_ca_in_ca_bundle_is_trusted() {
+    let sb = Sandbox::new();
+    let server = TlsServer::start(&["localhost"]);
+    let bundle = sb.root.path().join("acme-ca.pem");
+    std::fs::write(&bundle, &server.ca_pem).expect("write ca bundle");
+    let url = format!("https://localhost:{}/api/v1/healthz", server.port);
+    let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
+    answer.assert_success();
+    assert_eq!(answer.json["volumeName"], "200 6", "{}", answer.json);
+    assert_eq!(server.requests(), 1);
+    assert!(server.refused().is_empty(), "{:?}", server.refused());
+    let http = http_entries(&sb, PROBE, "getvolumename");
+    assert_eq!(http.len(), 1, "{http:?}");
+    assert_eq!(http[0]["status"], 200, "{}", http[0]);
+    assert_eq!(http[0]["url"], url.as_str(), "{}", http[0]);
+}
+
+#[test]
+fn http_tls_with_an_unknown_ca_is_refused() {
+    let sb = Sandbox::new();
+    let server = TlsServer::start(&["localhost"]);
+    let url = format!("https://localhost:{}/api/v1/healthz", server.port);
+    let (answer, _) = probe(&sb, &tls_grant(server.port, None), &url, &[]);
+    answer.assert_failure("TLS");
+    assert!(
+        answer.message().contains("UnknownIssuer") || answer.message().contains("unknown issuer"),
+        "message does not say the issuer is unknown: {:?}",
+        answer.message()
+    );
+    assert_eq!(
+        server.requests(),
+        0,
+        "a request went over an untrusted connection"
+    );
+    let http = http_entries(&sb, PROBE, "getvolumename");
+    assert_eq!(http.len(), 1, "{http:?}");
+    assert!(http[0]["status"].is_null(), "{}", http[0]);
+}
+
+#[test]
+fn http_tls_certificate_for_another_name_is_refused() {
+    let sb = Sandbox::new();
+    // Signed by the trusted CA, but for a different host.
+    let server = TlsServer::start(&["array.example"]);
+    let bundle = sb.root.path().join("acme-ca.pem");
+    std::fs::write(&bundle, &server.ca_pem).expect("write ca bundle");
+    let url = format!("https://localhost:{}/api/v1/healthz", server.port);
+    let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
+    answer.assert_failure("TLS");
+    assert!(
+        answer.message().contains("NotValidForName") || answer.message().contains("not valid for"),
+        "message does not say the certificate is for another name: {:?}",
+        answer.message()
+    );
+    assert_eq!(server.requests(), 0, "a request went to the wrong server");
+}
+
+#[test]
+fn http_unreadable_ca_bundle_is_a_clear_failure() {
+    let sb = Sandbox::new();
+    let server = TlsServer::start(&["localhost"]);
+    let bundle = sb.root.path().join("not-a-ca.pem");
+    std::fs::write(&bundle, "this is not PEM\n").expect("write bundle");
+    let url = format!("https://localhost:{}/", server.port);
+    let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
+    answer.assert_failure("ca_bundle");
+    assert!(
+        answer.message().contains(&bundle.display().to_string()),
+        "message does not name the bundle: {:?}",
+        answer.message()
+    );
+    assert_eq!(server.requests(), 0);
+}
+
+#[test]
+fn http_ca_bundle_others_can_change_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    if !privileged("http_ca_bundle_others_can_change_is_not_trusted") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let server = TlsServer::start(&["localhost"]);
+    let bundle = sb.root.path().join("acme-ca.pem");
+    std::fs::write(&bundle, &server.ca_pem).expect("write ca bundle");
+    std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let url = format!("https://localhost:{}/", server.port);
+    let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
+    answer.assert_failure("is not trusted: it must be a regular file owned by root");
+    assert_eq!(server.requests(), 0);
+}
+
 #[test]
 fn rest_array_invalid_token_is_a_clear_failure() {
     let sb = Sandbox::new();

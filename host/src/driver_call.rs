@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::calllog::PluginLogLine;
+use crate::capabilities::http::HttpLogEntry;
 use crate::contract::{ArgvError, Call, CapabilitiesJson, DriverStatus, parse_call};
 use crate::device_claim;
 use crate::layout::DriverLayout;
@@ -127,26 +128,27 @@ pub fn run(
             call.op()
         )),
         Err(e) => {
-            // A plugin usually sees a refused request only as an error code;
-            // say what the host refused and why.
-            let denied: Vec<String> = report
-                .http
-                .iter()
-                .filter_map(|h| {
-                    h.denied
-                        .as_ref()
-                        .map(|d| format!("{} {}: {d}", h.method, h.url))
-                })
-                .collect();
-            let denied = if denied.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (outbound HTTP refused by the host: {})",
-                    denied.join("; ")
-                )
+            // A plugin sees a refused or failed request only as an error
+            // code; say what the host refused, or saw fail, and why.
+            let said = |pick: fn(&HttpLogEntry) -> Option<&String>, what: &str| {
+                let lines: Vec<String> = report
+                    .http
+                    .iter()
+                    .filter_map(|h| pick(h).map(|why| format!("{} {}: {why}", h.method, h.url)))
+                    .collect();
+                if lines.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({what}: {})", lines.join("; "))
+                }
             };
-            DriverStatus::failure(format!("{} {}: {e}{denied}", layout.name, call.op()))
+            let denied = said(|h| h.denied.as_ref(), "outbound HTTP refused by the host");
+            let failed = said(|h| h.error.as_ref(), "outbound HTTP failed");
+            DriverStatus::failure(format!(
+                "{} {}: {e}{denied}{failed}",
+                layout.name,
+                call.op()
+            ))
         }
     };
     status.quiet_failure = quiet;

@@ -55,7 +55,7 @@
 //! allow_loopback = false                 # 127.0.0.0/8, ::1
 //! allow_link_local = false               # 169.254.0.0/16, fe80::/10
 //! allow_metadata = false                 # 169.254.169.254, fd00:ec2::254 (cloud metadata)
-//! ca_bundle = "/etc/flexwasm/acme-ca.pem" # extra trusted CAs (PEM), besides the system's
+//! ca_bundle = "/etc/flexwasm/acme-ca.pem" # extra trusted CAs (PEM), besides the system's; root-only file
 //! max_response_kib = 1024                # response bodies are cut off beyond this
 //!
 //! [config]                               # values handed to the plugin

@@ -238,7 +238,10 @@ impl Egress {
         entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok((res, _)) => entry.status = Some(res.status().as_u16()),
-            Err(e) if entry.denied.is_none() => entry.error = Some(format!("{e:?}")),
+            // Keep the more precise reason `exchange` may have recorded.
+            Err(e) if entry.denied.is_none() && entry.error.is_none() => {
+                entry.error = Some(e.to_string())
+            }
             Err(_) => {}
         }
         self.record(entry);
@@ -358,7 +361,7 @@ impl Egress {
             )
             .await
             .map_err(|_| HttpError::ConnectionTimeout)?
-            .map_err(HttpError::Tls)?;
+            .map_err(|e| tls_error(e, entry))?;
             Box::new(tls)
         } else {
             Box::new(tcp)
@@ -494,6 +497,30 @@ impl Body for CappedBody {
     }
 }
 
+/// A failed TLS handshake: the reason, for the log and the call's Failure
+/// (the plugin only gets an error code), and the code. A certificate rustls
+/// refused (unknown issuer, wrong name, expired) is `TlsCertificateError`,
+/// anything else `TlsProtocolError`.
+fn tls_error(e: std::io::Error, entry: &mut HttpLogEntry) -> HttpError {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)
+            )
+        });
+    entry.error = Some(format!("TLS handshake failed: {e}"));
+    if certificate {
+        HttpError::TlsCertificateError
+    } else {
+        HttpError::Tls(e)
+    }
+}
+
 /// The node's CA store plus the grant's bundle.
 fn build_tls(ca_bundle: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::CertificateDer;
@@ -504,6 +531,15 @@ fn build_tls(ca_bundle: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCo
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_bundle {
+        // Whoever can change the bundle can add a CA and read every request
+        // (tokens included), so it must be as protected as the host itself.
+        if nix::unistd::geteuid().is_root() && !crate::precompiled::only_root_can_change(path) {
+            return Err(format!(
+                "ca_bundle {} is not trusted: it must be a regular file owned by root, not \
+                 writable by group or others, in a directory with the same property",
+                path.display()
+            ));
+        }
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("reading ca_bundle {}: {e}", path.display()))?
             .collect::<Result<_, _>>()
