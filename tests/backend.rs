@@ -841,7 +841,7 @@ fn state_64_processes_incrementing_one_key_lose_no_update() {
     sb.install_with_grant(
         STATE_PROBE,
         &state_probe_wasm(),
-        "[state]\nquota_kib = 64\n",
+        "[state]\nquota_kib = 64\n[config]\n",
     );
     let running: Vec<RunningCall> = (0..N)
         .map(|_| state_probe(&sb, &[("op", "increment"), ("key", "counter")]))
@@ -876,7 +876,7 @@ fn state_sigkill_during_writes_leaves_old_or_new_value_never_torn() {
     sb.install_with_grant(
         STATE_PROBE,
         &state_probe_wasm(),
-        "[state]\nquota_kib = 4096\n",
+        "[state]\nquota_kib = 4096\n[config]\n",
     );
     let churn = [
         ("op", "churn"),
@@ -977,4 +977,83 @@ fn temp_files(kv: &Path) -> impl Iterator<Item = PathBuf> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
         .map(|e| e.path())
+}
+
+// ---------------------------------------------------------------------------
+// 5. Operator config: typed values, the secret mark, files read per call.
+
+#[test]
+fn config_values_arrive_typed_with_their_secret_mark() {
+    let sb = Sandbox::new();
+    let token_file = sb.root.path().join("array-token");
+    std::fs::write(&token_file, "file-token-7f3a9c\n").expect("write token file");
+    let grant = format!(
+        r#"[state]
+
+[config]
+endpoint = "https://array.example:8443"
+port = 8443
+port_text = " 9443 "
+thin = true
+pools = ["gold", "silver"]
+token = {{ file = "{}", secret = true }}
+pin = {{ value = 12345678, secret = true }}
+gone = {{ file = "/nonexistent/flexwasm-test-token", secret = true }}
+"#,
+        token_file.display()
+    );
+    sb.install_with_grant(STATE_PROBE, &state_probe_wasm(), &grant);
+    let entry = |key: &str| state_probe_answer(&sb, &[("op", "config"), ("key", key)]);
+    assert_eq!(
+        entry("endpoint"),
+        r#"Entry { value: Text("https://array.example:8443"), secret: false }"#
+    );
+    assert_eq!(
+        entry("port"),
+        "Entry { value: Integer(8443), secret: false }"
+    );
+    assert_eq!(
+        entry("thin"),
+        "Entry { value: Boolean(true), secret: false }"
+    );
+    assert_eq!(
+        entry("pools"),
+        r#"Entry { value: List(["gold", "silver"]), secret: false }"#
+    );
+    assert_eq!(entry("token"), "Entry { value: <secret>, secret: true }");
+    assert_eq!(entry("pin"), "Entry { value: <secret>, secret: true }");
+    assert_eq!(entry("missing"), "absent");
+    let integer = |key: &str| state_probe_answer(&sb, &[("op", "config-integer"), ("key", key)]);
+    assert_eq!(integer("port"), "8443");
+    assert_eq!(integer("port_text"), "9443");
+
+    // A wrong type names the key and the policy.
+    let answer = sb.call(
+        STATE_PROBE,
+        &[
+            "getvolumename",
+            &options_json(&[("op", "config-integer"), ("key", "endpoint")]),
+        ],
+    );
+    answer
+        .assert_failure("\"endpoint\" must be a whole number, not \"https://array.example:8443\"");
+    // A file that cannot be read: the host says which and why, and the
+    // plugin's call fails with that.
+    let answer = sb.call(
+        STATE_PROBE,
+        &[
+            "getvolumename",
+            &options_json(&[("op", "config"), ("key", "gone")]),
+        ],
+    );
+    answer.assert_failure("the host cannot read its file /nonexistent/flexwasm-test-token");
+
+    // The file is read at every call: rotate the token in place.
+    std::fs::write(&token_file, "rotated-token-42c1\n").expect("rotate token");
+    assert_eq!(entry("token"), "Entry { value: <secret>, secret: true }");
+    // Secret values never reached the log.
+    let log = sb.raw_log_lines(STATE_PROBE).join("\n");
+    for secret in ["file-token-7f3a9c", "rotated-token-42c1", "12345678"] {
+        assert!(!log.contains(secret), "{secret} is in the call log");
+    }
 }

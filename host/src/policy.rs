@@ -58,8 +58,9 @@
 //! ca_bundle = "/etc/flexwasm/acme-ca.pem" # extra trusted CAs (PEM), besides the system's; root-only file
 //! max_response_kib = 1024                # response bodies are cut off beyond this
 //!
-//! [config]                               # values handed to the plugin
+//! [config]                               # values handed to the plugin, typed as written
 //! endpoint = "https://array.example:8443"
+//! port = 8443                            # also: true/false, ["a", "b"]
 //! token = { value = "…", secret = true } # secret: never logged, never in a message
 //! credentials = { file = "/etc/acme/creds.json", secret = true }  # read per call, ≤ 64 KiB
 //! ```
@@ -112,7 +113,7 @@ pub struct RawHttp {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfigValue {
-    value: Option<String>,
+    value: Option<toml::Value>,
     file: Option<String>,
     #[serde(default)]
     secret: bool,
@@ -277,11 +278,49 @@ impl HttpGrant {
     }
 }
 
-/// A `[config]` value: given inline or read from a file at call time.
+/// A `[config]` value as the operator typed it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigData {
+    Text(String),
+    Integer(i64),
+    Boolean(bool),
+    List(Vec<String>),
+}
+
+/// A `[config]` value: given inline or read (as text) from a file at call
+/// time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigSource {
-    Value(String),
+    Value(ConfigData),
     File(PathBuf),
+}
+
+/// The typed value of `config.<key>`.
+fn config_data(key: &str, value: toml::Value) -> Result<ConfigData, String> {
+    Ok(match value {
+        toml::Value::String(s) => ConfigData::Text(s),
+        toml::Value::Integer(i) => ConfigData::Integer(i),
+        toml::Value::Boolean(b) => ConfigData::Boolean(b),
+        toml::Value::Array(items) => ConfigData::List(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(format!(
+                        "config.{key}: a list must hold strings only, not {}",
+                        other.type_str()
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(format!(
+                "config.{key} must be a string, a whole number, true/false, a list of strings, \
+                 {{ value = …, secret = true }} or {{ file = \"/path\", secret = true }}, not {}",
+                other.type_str()
+            ));
+        }
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -634,10 +673,6 @@ impl Grant {
             let mut values = BTreeMap::new();
             for (k, v) in config {
                 let value = match v {
-                    toml::Value::String(s) => ConfigValue {
-                        source: ConfigSource::Value(s),
-                        secret: false,
-                    },
                     toml::Value::Table(t) => {
                         let raw: RawConfigValue =
                             toml::Value::Table(t)
@@ -646,7 +681,12 @@ impl Grant {
                                     invalid(format!("config.{k}: {}", one_line(&e.to_string())))
                                 })?;
                         let source = match (raw.value, raw.file) {
-                            (Some(v), None) => ConfigSource::Value(v),
+                            (Some(toml::Value::Table(_)), None) => {
+                                return Err(invalid(format!("config.{k}.value cannot be a table")));
+                            }
+                            (Some(v), None) => {
+                                ConfigSource::Value(config_data(&k, v).map_err(invalid)?)
+                            }
                             (None, Some(f)) if Path::new(&f).is_absolute() => {
                                 ConfigSource::File(PathBuf::from(f))
                             }
@@ -657,7 +697,7 @@ impl Grant {
                             }
                             _ => {
                                 return Err(invalid(format!(
-                                    "config.{k} needs exactly one of value = \"…\" or file = \"/path\""
+                                    "config.{k} needs exactly one of value = … or file = \"/path\""
                                 )));
                             }
                         };
@@ -666,12 +706,10 @@ impl Grant {
                             secret: raw.secret,
                         }
                     }
-                    other => {
-                        return Err(invalid(format!(
-                            "config.{k} must be a string or {{ value = \"…\", secret = true }}, not {}",
-                            other.type_str()
-                        )));
-                    }
+                    other => ConfigValue {
+                        source: ConfigSource::Value(config_data(&k, other).map_err(invalid)?),
+                        secret: false,
+                    },
                 };
                 values.insert(k, value);
             }
@@ -756,6 +794,11 @@ mod tests {
             options = ["noatime"]
             [config]
             endpoint = "https://x"
+            port = 8443
+            thin = true
+            arrays = ["a1", "a2"]
+            token = { value = "t", secret = true }
+            pin = { value = 1234, secret = true }
             "#
         ))
         .unwrap();
@@ -770,7 +813,25 @@ mod tests {
         assert!(g.devices);
         assert_eq!(
             g.config.as_ref().unwrap()["endpoint"].source,
-            ConfigSource::Value("https://x".into())
+            ConfigSource::Value(ConfigData::Text("https://x".into()))
+        );
+        let c = g.config.as_ref().unwrap();
+        assert_eq!(
+            c["port"].source,
+            ConfigSource::Value(ConfigData::Integer(8443))
+        );
+        assert_eq!(
+            c["thin"].source,
+            ConfigSource::Value(ConfigData::Boolean(true))
+        );
+        assert_eq!(
+            c["arrays"].source,
+            ConfigSource::Value(ConfigData::List(vec!["a1".into(), "a2".into()]))
+        );
+        assert!(c["token"].secret && c["pin"].secret && !c["port"].secret);
+        assert_eq!(
+            c["pin"].source,
+            ConfigSource::Value(ConfigData::Integer(1234))
         );
     }
 
@@ -846,8 +907,16 @@ mod tests {
                 "option name",
             ),
             (
-                &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = 1"),
-                "must be a string",
+                &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = 1.5"),
+                "must be a string, a whole number",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = [\"a\", 2]"),
+                "strings only",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = {{ value = 1, file = \"/f\" }}"),
+                "exactly one of",
             ),
             ("plugin_sha256 = ", "not valid"),
         ] {

@@ -100,9 +100,9 @@
 //! impl Driver for Array {
 //!     fn expand_volume(&self, options: &Options, _: &str, new_size: u64, _: u64) -> Result<()> {
 //!         let endpoint = config::require("endpoint")?; // e.g. https://array.example.com:8443
-//!         let token = config::require("token")?; // an operator secret: never log it
+//!         let token = config::require_secret("token")?; // an operator secret: never log it
 //!         http::Request::post(format!("{endpoint}/api/v1/volumes/{}/resize", options.volume_name))
-//!             .bearer(&token)
+//!             .bearer(token.expose())
 //!             .json(flexwasm_sdk::serde_json::json!({ "size_bytes": new_size }))
 //!             .timeout(Duration::from_secs(10))
 //!             .send()?

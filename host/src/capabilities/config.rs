@@ -1,15 +1,15 @@
 //! `flexwasm:driver/config`: the values the operator put in the policy's
-//! `[config]` (endpoint, region, credentials…).
+//! `[config]` (endpoint, region, credentials…), typed as written.
 //!
 //! A `file = "/path"` value is read by the host at call time (at most
 //! 64 KiB), so credentials rotate without reinstalling; the plugin never
-//! gets a path to open. Values marked `secret` are handed over like the
-//! others; [`secret_values`] lists them so the host scrubs them from the
-//! call log, from messages and from captured guest output.
+//! gets a path to open. Values marked `secret` are handed over with that
+//! mark; [`secret_values`] lists them so the host scrubs them from the call
+//! log, from messages and from captured guest output.
 
 use std::collections::BTreeMap;
 
-use crate::policy::{ConfigSource, ConfigValue};
+use crate::policy::{ConfigData, ConfigSource, ConfigValue};
 use crate::runtime::PluginHost;
 use crate::runtime::bindings::flexwasm::driver::config as wit;
 use wasmtime::component::{HasSelf, Linker};
@@ -26,44 +26,73 @@ impl ConfigView {
     }
 }
 
-/// The value of one config entry: inline, or the file's content (None when
-/// the file cannot be read or is too large; the plugin then reports the key
-/// as missing and the call log has the reason in the plugin's message).
-pub fn resolve(value: &ConfigValue) -> Option<String> {
+/// The value of the entry `key`: inline, or the text of its file. The error
+/// says why a file cannot be used (it names the file, never its content).
+pub fn resolve(key: &str, value: &ConfigValue) -> Result<ConfigData, String> {
     match &value.source {
-        ConfigSource::Value(v) => Some(v.clone()),
+        ConfigSource::Value(v) => Ok(v.clone()),
         ConfigSource::File(path) => {
             use std::io::Read;
-            let file = std::fs::File::open(path).ok()?;
-            let mut text = String::new();
+            let cannot = |why: String| {
+                format!(
+                    "config value {key:?}: the host cannot read its file {}: {why}",
+                    path.display()
+                )
+            };
+            let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+            let mut bytes = Vec::new();
             file.take(MAX_FILE_BYTES + 1)
-                .read_to_string(&mut text)
-                .ok()?;
-            (text.len() as u64 <= MAX_FILE_BYTES).then_some(text)
+                .read_to_end(&mut bytes)
+                .map_err(|e| cannot(e.to_string()))?;
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(cannot(format!("it is over {} KiB", MAX_FILE_BYTES >> 10)));
+            }
+            String::from_utf8(bytes)
+                .map(ConfigData::Text)
+                .map_err(|_| cannot("it is not UTF-8 text".into()))
         }
     }
 }
 
 /// Every secret config value, and each longer line of a multi-line one
-/// (a plugin may log a piece of a credentials file).
+/// (a plugin may log a piece of a credentials file). Booleans are not
+/// scrubbed: "true" is no secret.
 pub fn secret_values(values: &BTreeMap<String, ConfigValue>) -> Vec<String> {
     let mut out = Vec::new();
-    for v in values.values().filter(|v| v.secret) {
-        if let Some(text) = resolve(v) {
-            for line in text.lines().map(str::trim).filter(|l| l.len() >= 8) {
-                out.push(line.to_string());
-            }
-            if !text.trim().is_empty() {
-                out.push(text.trim().to_string());
-            }
+    let mut text = |text: &str| {
+        for line in text.lines().map(str::trim).filter(|l| l.len() >= 8) {
+            out.push(line.to_string());
+        }
+        if !text.trim().is_empty() {
+            out.push(text.trim().to_string());
+        }
+    };
+    for (key, v) in values.iter().filter(|(_, v)| v.secret) {
+        match resolve(key, v) {
+            Ok(ConfigData::Text(t)) => text(&t),
+            Ok(ConfigData::Integer(i)) => text(&i.to_string()),
+            Ok(ConfigData::List(items)) => items.iter().for_each(|t| text(t)),
+            Ok(ConfigData::Boolean(_)) | Err(_) => {}
         }
     }
     out
 }
 
 impl wit::Host for ConfigView {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.values.get(&key).and_then(resolve)
+    fn get(&mut self, key: String) -> Result<Option<wit::ConfigEntry>, String> {
+        let Some(entry) = self.values.get(&key) else {
+            return Ok(None);
+        };
+        let value = match resolve(&key, entry)? {
+            ConfigData::Text(t) => wit::ConfigValue::Text(t),
+            ConfigData::Integer(i) => wit::ConfigValue::Integer(i),
+            ConfigData::Boolean(b) => wit::ConfigValue::Boolean(b),
+            ConfigData::List(l) => wit::ConfigValue::TextList(l),
+        };
+        Ok(Some(wit::ConfigEntry {
+            value,
+            secret: entry.secret,
+        }))
     }
 
     fn keys(&mut self) -> Vec<String> {

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use flexwasm_sdk::config::Secret;
 use flexwasm_sdk::http::{Request, Response};
 use flexwasm_sdk::serde_json::json;
 use flexwasm_sdk::{Error, Result, config, fail, log};
@@ -67,7 +68,7 @@ impl VolumeList {
 /// not derived, so the token cannot end up in a log line.
 pub struct Array {
     endpoint: String,
-    token: String,
+    token: Secret,
 }
 
 impl Array {
@@ -79,7 +80,7 @@ impl Array {
             .trim()
             .trim_end_matches('/')
             .to_owned();
-        let token = choose_token(&endpoint, secret_token, config::get("token"))?;
+        let token = choose_token(&endpoint, secret_token, || config::secret("token"))?;
         Ok(Array { endpoint, token })
     }
 
@@ -189,7 +190,7 @@ impl Array {
     /// Sends with the token and timeout; any status is `Ok`.
     fn send(&self, request: Request, action: &str) -> Result<Response> {
         request
-            .bearer(&self.token)
+            .bearer(self.token.expose())
             .timeout(REQUEST_TIMEOUT)
             .send()
             .map_err(|error| self.failure(action, &error.to_string()))
@@ -234,8 +235,8 @@ impl Array {
 fn choose_token(
     endpoint: &str,
     secret_token: Option<&[u8]>,
-    configured: Option<String>,
-) -> Result<String> {
+    configured: impl FnOnce() -> Result<Option<Secret>>,
+) -> Result<Secret> {
     if let Some(bytes) = secret_token {
         let Ok(text) = std::str::from_utf8(bytes) else {
             fail!(
@@ -244,11 +245,13 @@ fn choose_token(
             );
         };
         if !text.trim().is_empty() {
-            return Ok(text.trim().to_owned());
+            return Ok(Secret::new(text.trim()));
         }
     }
-    match configured {
-        Some(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+    // Only read when needed: a volume secret works even if the operator's
+    // token file is missing.
+    match configured()? {
+        Some(token) if !token.expose().trim().is_empty() => Ok(Secret::new(token.expose().trim())),
         _ => fail!(
             "array at {endpoint}: no API token: the operator sets \"token\" in the [config] \
              table of the driver's grant policy (a volume's secretRef key \"token\" can \
@@ -329,33 +332,39 @@ mod tests {
         }
     }
 
+    fn configured(token: &'static str) -> impl FnOnce() -> Result<Option<Secret>> {
+        move || Ok(Some(Secret::new(token)))
+    }
+
     #[test]
     fn secret_token_wins_then_config() {
         let endpoint = "http://127.0.0.1:1";
+        let unread =
+            || -> Result<Option<Secret>> { panic!("config read although the secret has a token") };
         assert_eq!(
-            choose_token(endpoint, Some(b"from-secret\n"), Some("from-config".into())),
-            Ok("from-secret".into())
+            choose_token(endpoint, Some(b"from-secret\n"), unread),
+            Ok(Secret::new("from-secret"))
         );
         assert_eq!(
-            choose_token(endpoint, Some(b"  "), Some(" from-config\n".into())),
-            Ok("from-config".into())
+            choose_token(endpoint, Some(b"  "), configured(" from-config\n")),
+            Ok(Secret::new("from-config"))
         );
         assert_eq!(
-            choose_token(endpoint, None, Some("from-config".into())),
-            Ok("from-config".into())
+            choose_token(endpoint, None, configured("from-config")),
+            Ok(Secret::new("from-config"))
         );
     }
 
     #[test]
     fn missing_or_binary_tokens_fail_without_showing_them() {
-        let missing = choose_token("http://a:1", None, Some("  ".into()))
+        let missing = choose_token("http://a:1", None, configured("  "))
             .unwrap_err()
             .to_string();
         assert!(
             missing.starts_with("array at http://a:1: no API token: the operator sets \"token\""),
             "{missing}"
         );
-        let binary = choose_token("http://a:1", Some(&[0xff, 0xfe]), None)
+        let binary = choose_token("http://a:1", Some(&[0xff, 0xfe]), || Ok(None))
             .unwrap_err()
             .to_string();
         assert!(binary.contains("not UTF-8"), "{binary}");

@@ -186,9 +186,9 @@ impl Driver for RestArrayDriver {
         options: &Options,
     ) -> Result<BlockPlan> {
         let defaults = Defaults {
-            fs_type: config::get("defaultFSType"),
-            mkfs_options: config::get("defaultFSOpt"),
-            mount_options: config::get("defaultMountOpt"),
+            fs_type: config::get("defaultFSType")?,
+            mkfs_options: config::get("defaultFSOpt")?,
+            mount_options: config::get("defaultMountOpt")?,
         };
         let plan = block_plan(device, options.fs_type.as_deref(), &defaults);
         log::info(format!(

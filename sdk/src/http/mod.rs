@@ -8,10 +8,10 @@
 //!
 //! fn volume_exists(name: &str) -> Result<bool> {
 //!     let endpoint = config::require("endpoint")?; // e.g. https://array.example.com:8443
-//!     let token = config::require("token")?;
+//!     let token = config::require_secret("token")?; // Debug/Display: <secret>
 //!     let response = http::Request::get(format!("{endpoint}/api/v1/volumes"))
 //!         .query("name", name)
-//!         .bearer(&token)
+//!         .bearer(token.expose())
 //!         .timeout(Duration::from_secs(10))
 //!         .send()? // Failure in words if it could not be sent or got no answer
 //!         .error_for_status()?; // Failure with the status and a body excerpt on 4xx/5xx

@@ -1,4 +1,4 @@
-//! Test plugin for the host's durable state store.
+//! Test plugin for the host's durable state store and operator config.
 //!
 //! `init` reports node-only capabilities. `getvolumename <json>` runs the
 //! option `op` on the option `key` and answers with what it found:
@@ -8,6 +8,8 @@
 //! | `increment` | adds 1 to the decimal counter at `key` with [`state::update`] (compare-and-swap, retried) | the value it stored |
 //! | `churn` | `writes` times: reads the record at `key` and stores the next one, `kib` KiB long | the last sequence number stored |
 //! | `check` | reads the record at `key` and checks it whole | `seq N`, or `absent` |
+//! | `config` | reads the config entry `key` | its `Debug` form (a secret's value shows as `<secret>`), or `absent` |
+//! | `config-integer` | reads the config entry `key` as a whole number | the number, or `absent` |
 //!
 //! A record is the sequence number (8 bytes, little endian), its length (8
 //! bytes), then that many bytes each equal to the sequence number mod 251.
@@ -35,6 +37,14 @@ impl Driver for StateProbe {
             ),
             "check" => Ok(match read_record(key)? {
                 Some(seq) => format!("seq {seq}"),
+                None => "absent".to_string(),
+            }),
+            "config" => Ok(match flexwasm_sdk::config::entry(key)? {
+                Some(entry) => format!("{entry:?}"),
+                None => "absent".to_string(),
+            }),
+            "config-integer" => Ok(match flexwasm_sdk::config::integer(key)? {
+                Some(n) => n.to_string(),
                 None => "absent".to_string(),
             }),
             other => fail!("unknown op {other:?}"),
