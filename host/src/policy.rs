@@ -797,8 +797,8 @@ mod tests {
             port = 8443
             thin = true
             arrays = ["a1", "a2"]
-            token = { value = "t", secret = true }
-            pin = { value = 1234, secret = true }
+            token = {{ value = "t", secret = true }}
+            pin = {{ value = 1234, secret = true }}
             "#
         ))
         .unwrap();
