@@ -166,11 +166,29 @@ fn output_flood() {
         line.len()
     );
     let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
-    for stream in ["plugin_stdout", "plugin_stderr"] {
-        let kept = v[stream].as_str().unwrap_or("").len();
+    for (stream, fill, last) in [
+        ("plugin_stdout", 'o', "stdout: still here after the flood"),
+        ("plugin_stderr", 'e', "stderr: still here after the flood"),
+    ] {
+        let text = v[stream].as_str().unwrap_or("");
         assert!(
-            kept <= (16 + 4) << 10,
-            "{stream}: {kept} bytes kept with output_kib = 16"
+            text.len() <= (16 + 4) << 10,
+            "{stream}: {} bytes kept with output_kib = 16",
+            text.len()
+        );
+        // The start and the end are kept, the middle counted and dropped;
+        // the println! after the flood did not fail.
+        assert!(
+            text.starts_with(fill),
+            "{stream} does not start with the flood"
+        );
+        assert!(
+            text.contains(" bytes dropped: over the output limit"),
+            "{stream}: no drop note"
+        );
+        assert!(
+            text.trim_end().ends_with(last),
+            "{stream} lost its last line"
         );
     }
     let log_bytes: usize = v["plugin_log"]

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::{
@@ -24,6 +23,7 @@ use crate::capabilities::{
     http::{Egress, EgressHooks},
     log::PluginLog,
     loop_images::LoopImages,
+    output::CappedOutput,
     state::StateCapability,
 };
 use crate::layout::DriverLayout;
@@ -315,8 +315,8 @@ pub fn component_imports(engine: &Engine, component: &Component) -> Vec<String> 
 pub struct Plugin {
     store: Store<PluginHost>,
     bindings: PluginWorld,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
     engine: Engine,
     deadline: Duration,
     memory_mib: usize,
@@ -379,8 +379,8 @@ impl Plugin {
 
         let t = Instant::now();
         let deadline = started + limits.deadline;
-        let stdout = MemoryOutputPipe::new(limits.output_bytes);
-        let stderr = MemoryOutputPipe::new(limits.output_bytes);
+        let stdout = CappedOutput::new(limits.output_bytes);
+        let stderr = CappedOutput::new(limits.output_bytes);
         // Defaults kept on purpose: stdin closed, no env, no args, no
         // preopened directory, sockets denied.
         let wasi = WasiCtx::builder()

@@ -12,4 +12,5 @@ pub mod devices;
 pub mod http;
 pub mod log;
 pub mod loop_images;
+pub mod output;
 pub mod state;

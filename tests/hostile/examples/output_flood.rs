@@ -1,6 +1,9 @@
 //! Attack: drown the host in output. `init` writes 50 MiB to stdout and
 //! 50 MiB to stderr and logs 100 000 lines, then answers normally. kubelet
 //! must still get exactly one JSON object, and the call log a bounded line.
+//! Then it prints with `println!`/`eprintln!`, which panic if a write
+//! fails: the host must keep accepting output (dropping the middle of it),
+//! so a chatty plugin is never turned into a crashed one.
 
 // A component only (see the crate docs): empty when `cargo test --workspace`
 // builds the examples for the host.
@@ -32,6 +35,8 @@ impl Driver for OutputFlood {
         for i in 0..LOG_LINES {
             flexwasm_sdk::log::info(format!("flood line {i} {}", "x".repeat(100)));
         }
+        println!("stdout: still here after the flood");
+        eprintln!("stderr: still here after the flood");
         Ok(Capabilities::default())
     }
 }
