@@ -23,6 +23,11 @@
 //!   --rootdir`), change the fs type (`mke2fs -t`), or destroy metadata
 //!   (`mke2fs -S`). Extra positional arguments (a second device!) and `--`
 //!   are rejected; the device is always supplied by the host, last.
+//! - Identity is never copied: a UUID option is refused (`mke2fs -U` only
+//!   takes `random`/`time`), and a label is refused when a device on the
+//!   node already carries it, so a plugin cannot make the node mount its
+//!   volume where fstab or systemd expect another filesystem (the check and
+//!   mkfs are not atomic: two calls racing on one new label can both pass).
 //! - After mkfs, the device is probed again and must hold the requested
 //!   filesystem.
 
@@ -259,7 +264,19 @@ pub fn format(device: &Path, fs_type: &str, extra_args: &[String]) -> Result<()>
             supported: SUPPORTED_FS_TEXT,
         });
     }
-    check_extra_args(fs_type, extra_args)?;
+    let labels = check_extra_args(fs_type, extra_args)?;
+    for label in &labels {
+        if let Some(holder) = device_with_label(label)? {
+            return Err(NodeError::MkfsArgRejected {
+                fs_type: fs_type.to_string(),
+                arg: label.clone(),
+                reason: format!(
+                    "{holder} already has a filesystem labelled {label:?}: a second one could \
+                     make the node mount the wrong filesystem by label (fstab, systemd)"
+                ),
+            });
+        }
+    }
     let dev = blockdev::resolve_block_device(device)?;
     let found = probe(&dev)?;
     if !found.is_blank() {
@@ -285,6 +302,24 @@ pub fn format(device: &Path, fs_type: &str, extra_args: &[String]) -> Result<()>
     }
 }
 
+/// A block device on the node whose filesystem has this label, if any:
+/// `blkid -c /dev/null -t LABEL=… -o device` probes every device the kernel
+/// lists, without a cache that could be stale. Exit 2 is "none".
+fn device_with_label(label: &str) -> Result<Option<String>> {
+    let token = format!("LABEL={label}");
+    let args = ["-c", "/dev/null", "-t", token.as_str(), "-o", "device"];
+    let out = exec::run("blkid", &args, PROBE_TIMEOUT)?;
+    match out.status_code {
+        Some(0) => Ok(out.stdout.lines().next().map(str::to_string)),
+        Some(2) => Ok(None),
+        _ => Err(NodeError::CommandFailed {
+            command: exec::command_line("blkid", &args),
+            status: out.status_text(),
+            detail: out.detail(),
+        }),
+    }
+}
+
 pub(crate) fn path_str(p: &Path) -> Result<&str> {
     p.to_str().ok_or_else(|| NodeError::NonUtf8Path {
         path: p.to_path_buf(),
@@ -302,7 +337,15 @@ enum Rule {
     /// Allowed unless the value names one of these `key` / `key=`
     /// sub-options (comma-separated value).
     DenySubopts(&'static [&'static str], &'static str),
+    /// A filesystem label: allowed unless a device on the node already
+    /// carries it (checked before mkfs runs).
+    Label,
+    /// mke2fs `-U`: only `random` or `time`, which make a fresh UUID.
+    FreshUuid,
 }
+
+const COPIED_UUID: &str = "a filesystem UUID is always fresh: a copied one could make the node \
+     mount the wrong filesystem by UUID (fstab, systemd)";
 
 struct OptSpec {
     short: Option<char>,
@@ -359,7 +402,7 @@ const MKE2FS_OPTS: &[OptSpec] = &[
     s('J', true, Rule::DenySubopts(&["device"], HOST_FILES)),
     s('K', false, Rule::Allow),
     s('l', true, Rule::Deny(HOST_FILES)),
-    s('L', true, Rule::Allow),
+    s('L', true, Rule::Label),
     s('m', true, Rule::Allow),
     s('M', true, Rule::Allow),
     s('n', false, Rule::Allow),
@@ -381,7 +424,7 @@ const MKE2FS_OPTS: &[OptSpec] = &[
         Rule::Deny("the filesystem type is chosen by the host, not by an mkfs option"),
     ),
     s('T', true, Rule::Allow),
-    s('U', true, Rule::Allow),
+    s('U', true, Rule::FreshUuid),
     s('v', false, Rule::Allow),
     s('V', false, Rule::Allow),
     s('z', true, Rule::Deny(HOST_FILES)),
@@ -400,8 +443,8 @@ const MKFS_XFS_OPTS: &[OptSpec] = &[
         true,
         Rule::DenySubopts(&["logdev", "file", "name"], HOST_FILES),
     ),
-    s('L', true, Rule::Allow),
-    s('m', true, Rule::Allow),
+    s('L', true, Rule::Label),
+    s('m', true, Rule::DenySubopts(&["uuid"], COPIED_UUID)),
     s('n', true, Rule::Allow),
     s('N', false, Rule::Allow),
     s('p', true, Rule::Deny(HOST_FILES)),
@@ -425,7 +468,7 @@ const MKFS_BTRFS_OPTS: &[OptSpec] = &[
     sl('f', "force", false, Rule::Force),
     sl('K', "nodiscard", false, Rule::Allow),
     sl('l', "leafsize", true, Rule::Allow),
-    sl('L', "label", true, Rule::Allow),
+    sl('L', "label", true, Rule::Label),
     sl('m', "metadata", true, Rule::Allow),
     sl('M', "mixed", false, Rule::Allow),
     sl('n', "nodesize", true, Rule::Allow),
@@ -445,8 +488,8 @@ const MKFS_BTRFS_OPTS: &[OptSpec] = &[
         true,
         Rule::Deny("it only applies to --rootdir, which is not allowed"),
     ),
-    sl('U', "uuid", true, Rule::Allow),
-    l("device-uuid", true, Rule::Allow),
+    sl('U', "uuid", true, Rule::Deny(COPIED_UUID)),
+    l("device-uuid", true, Rule::Deny(COPIED_UUID)),
     sl('v', "verbose", false, Rule::Allow),
     sl('V', "version", false, Rule::Allow),
 ];
@@ -461,13 +504,16 @@ fn opt_table(fs_type: &str) -> &'static [OptSpec] {
 
 /// Check `extra_args` for `mkfs.<fs_type>` against the allowlist (see the
 /// module docs). Parses like getopt, so `-qF` and `-Lx` are understood.
-pub fn check_extra_args(fs_type: &str, extra_args: &[String]) -> Result<()> {
+/// Returns the labels the arguments set, which the caller checks against
+/// the node's devices.
+pub fn check_extra_args(fs_type: &str, extra_args: &[String]) -> Result<Vec<String>> {
     let table = opt_table(fs_type);
     let reject = |arg: &str, reason: String| NodeError::MkfsArgRejected {
         fs_type: fs_type.to_string(),
         arg: arg.to_string(),
         reason,
     };
+    let mut labels = Vec::new();
     let mut i = 0;
     while i < extra_args.len() {
         let arg = extra_args[i].as_str();
@@ -504,7 +550,7 @@ pub fn check_extra_args(fs_type: &str, extra_args: &[String]) -> Result<()> {
             } else {
                 None
             };
-            apply_rule(spec.rule, value).map_err(|r| reject(arg, r))?;
+            apply_rule(spec.rule, value, &mut labels).map_err(|r| reject(arg, r))?;
         } else if let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) {
             for (pos, c) in cluster.char_indices() {
                 let spec = table
@@ -522,10 +568,10 @@ pub fn check_extra_args(fs_type: &str, extra_args: &[String]) -> Result<()> {
                     } else {
                         rest
                     };
-                    apply_rule(spec.rule, Some(value)).map_err(|r| reject(arg, r))?;
+                    apply_rule(spec.rule, Some(value), &mut labels).map_err(|r| reject(arg, r))?;
                     break;
                 }
-                apply_rule(spec.rule, None).map_err(|r| reject(arg, r))?;
+                apply_rule(spec.rule, None, &mut labels).map_err(|r| reject(arg, r))?;
             }
         } else {
             return Err(reject(
@@ -535,12 +581,30 @@ pub fn check_extra_args(fs_type: &str, extra_args: &[String]) -> Result<()> {
         }
         i += 1;
     }
-    Ok(())
+    Ok(labels)
 }
 
-fn apply_rule(rule: Rule, value: Option<&str>) -> std::result::Result<(), String> {
+fn apply_rule(
+    rule: Rule,
+    value: Option<&str>,
+    labels: &mut Vec<String>,
+) -> std::result::Result<(), String> {
     match rule {
         Rule::Allow => Ok(()),
+        Rule::Label => {
+            let label = value.unwrap_or("");
+            if label.is_empty() || label.chars().any(char::is_control) {
+                return Err("a label must be non-empty text without control characters".into());
+            }
+            labels.push(label.to_string());
+            Ok(())
+        }
+        Rule::FreshUuid => match value {
+            Some("random" | "time") => Ok(()),
+            _ => Err(format!(
+                "{COPIED_UUID}; use \"random\" or \"time\", or leave it out"
+            )),
+        },
         Rule::Force => Err(
             "forcing is never allowed: the host formats a device only after probing it blank"
                 .to_string(),
@@ -732,6 +796,38 @@ mod tests {
         check_extra_args("ext4", &args(&["-LFoo", "-m", "0"])).expect("fine");
         check_extra_args("xfs", &args(&["-L", "-f"])).expect("label \"-f\" is a value");
         check_extra_args("btrfs", &args(&["--label=force", "-L", "f"])).expect("fine");
+    }
+
+    #[test]
+    fn labels_are_returned_and_uuids_must_be_fresh() {
+        assert_eq!(
+            check_extra_args("ext4", &args(&["-L", "a", "-m", "0", "-Lb"])).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            check_extra_args("btrfs", &args(&["--label=c"])).unwrap(),
+            ["c"]
+        );
+        check_extra_args("ext4", &args(&["-U", "random"])).expect("random uuid");
+        check_extra_args("ext4", &args(&["-U", "time"])).expect("time uuid");
+        for (fs, bad) in [
+            ("ext4", vec!["-U", "6f1c5e1a-2b1e-4c55-9d43-1f0c2a9b7e11"]),
+            ("ext4", vec!["-U", "clear"]),
+            (
+                "xfs",
+                vec!["-m", "crc=1,uuid=6f1c5e1a-2b1e-4c55-9d43-1f0c2a9b7e11"],
+            ),
+            ("btrfs", vec!["-U", "6f1c5e1a-2b1e-4c55-9d43-1f0c2a9b7e11"]),
+            (
+                "btrfs",
+                vec!["--device-uuid=6f1c5e1a-2b1e-4c55-9d43-1f0c2a9b7e11"],
+            ),
+        ] {
+            let err = check_extra_args(fs, &args(&bad)).expect_err(&format!("{fs} {bad:?}"));
+            assert!(err.to_string().contains("UUID is always fresh"), "{err}");
+        }
+        let err = check_extra_args("ext4", &args(&["-L", ""])).expect_err("empty label");
+        assert!(err.to_string().contains("non-empty"), "{err}");
     }
 
     #[test]

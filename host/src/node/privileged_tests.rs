@@ -58,7 +58,7 @@ fn probe_blank_ext4_xfs_and_partition_table() {
 
     // ext4 with a label.
     let ext = LoopGuard::attach(&image(&tmp, "ext.img", 32 * MIB), false);
-    mkfs::format(ext.path(), "ext4", &opts(&["-L", "data01"])).expect("format ext4");
+    mkfs::format(ext.path(), "ext4", &opts(&["-L", "fwt-probe-e4"])).expect("format ext4");
     match mkfs::probe(ext.path()).expect("probe") {
         Signature::Filesystem {
             fs_type,
@@ -66,7 +66,7 @@ fn probe_blank_ext4_xfs_and_partition_table() {
             uuid,
         } => {
             assert_eq!(fs_type, "ext4");
-            assert_eq!(label.as_deref(), Some("data01"));
+            assert_eq!(label.as_deref(), Some("fwt-probe-e4"));
             assert!(uuid.is_some());
         }
         other => panic!("expected ext4, got {other:?}"),
@@ -74,11 +74,11 @@ fn probe_blank_ext4_xfs_and_partition_table() {
 
     // xfs (mkfs.xfs wants at least 300 MiB; the file is sparse).
     let xfs = LoopGuard::attach(&image(&tmp, "xfs.img", 320 * MIB), false);
-    mkfs::format(xfs.path(), "xfs", &opts(&["-L", "x1"])).expect("format xfs");
+    mkfs::format(xfs.path(), "xfs", &opts(&["-L", "fwt-probe-x"])).expect("format xfs");
     match mkfs::probe(xfs.path()).expect("probe") {
         Signature::Filesystem { fs_type, label, .. } => {
             assert_eq!(fs_type, "xfs");
-            assert_eq!(label.as_deref(), Some("x1"));
+            assert_eq!(label.as_deref(), Some("fwt-probe-x"));
         }
         other => panic!("expected xfs, got {other:?}"),
     }
@@ -148,13 +148,13 @@ fn format_refuses_a_device_that_holds_a_filesystem() {
     }
     let tmp = TempDir::new("refuse");
     let dev = LoopGuard::attach(&image(&tmp, "x.img", 320 * MIB), false);
-    mkfs::format(dev.path(), "xfs", &opts(&["-L", "data01"])).expect("format xfs");
+    mkfs::format(dev.path(), "xfs", &opts(&["-L", "fwt-refuse"])).expect("format xfs");
     for fs in ["ext4", "xfs"] {
         let err = mkfs::format(dev.path(), fs, &[]).expect_err("must refuse");
         assert_eq!(
             err.to_string(),
             format!(
-                "mkfs refused: {} already holds an xfs filesystem (label data01); not formatting",
+                "mkfs refused: {} already holds an xfs filesystem (label fwt-refuse); not formatting",
                 dev.path().display()
             )
         );
@@ -167,6 +167,58 @@ fn format_refuses_a_device_that_holds_a_filesystem() {
         mkfs::probe(dev.path()).expect("probe"),
         Signature::Filesystem { ref fs_type, .. } if fs_type == "xfs"
     ));
+}
+
+#[test]
+fn format_refuses_a_label_or_uuid_another_device_has() {
+    if !privileged("format_refuses_a_label_or_uuid_another_device_has") {
+        return;
+    }
+    let tmp = TempDir::new("label");
+    let first = LoopGuard::attach(&image(&tmp, "first.img", 32 * MIB), false);
+    let second = LoopGuard::attach(&image(&tmp, "second.img", 32 * MIB), false);
+    mkfs::format(first.path(), "ext4", &opts(&["-L", "fwt-taken"])).expect("format first");
+    let Signature::Filesystem {
+        uuid: Some(uuid), ..
+    } = mkfs::probe(first.path()).expect("probe")
+    else {
+        panic!("first has no UUID");
+    };
+    // The label of the first device: refused, and the second stays blank.
+    let err = mkfs::format(second.path(), "ext4", &opts(&["-L", "fwt-taken"])).expect_err("taken");
+    assert!(
+        err.to_string().contains(&format!(
+            "{} already has a filesystem labelled \"fwt-taken\"",
+            first.path().display()
+        )),
+        "{err}"
+    );
+    // Its UUID: refused before anything is probed.
+    let err = mkfs::format(second.path(), "ext4", &opts(&["-U", &uuid])).expect_err("uuid");
+    assert!(
+        err.to_string()
+            .contains("a filesystem UUID is always fresh"),
+        "{err}"
+    );
+    assert_eq!(mkfs::probe(second.path()).expect("probe"), Signature::Blank);
+    // A label no device has, and a fresh random UUID: fine.
+    mkfs::format(
+        second.path(),
+        "ext4",
+        &opts(&["-L", "fwt-free", "-U", "random"]),
+    )
+    .expect("format second");
+    match mkfs::probe(second.path()).expect("probe") {
+        Signature::Filesystem {
+            label,
+            uuid: Some(u),
+            ..
+        } => {
+            assert_eq!(label.as_deref(), Some("fwt-free"));
+            assert_ne!(u, uuid);
+        }
+        other => panic!("expected ext4, got {other:?}"),
+    }
 }
 
 #[test]
@@ -367,7 +419,7 @@ fn btrfs_format_and_grow_if_tools_present() {
     let img = image(&tmp, "b.img", 256 * MIB);
     let dev = LoopGuard::attach(&img, false);
     let _m = MountGuard(mnt.clone());
-    mkfs::format(dev.path(), "btrfs", &opts(&["-L", "b1"])).expect("format");
+    mkfs::format(dev.path(), "btrfs", &opts(&["-L", "fwt-btrfs"])).expect("format");
     mount_fs(dev.path(), &mnt, "btrfs", false).expect("mount");
     OpenOptions::new()
         .write(true)
