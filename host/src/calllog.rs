@@ -94,38 +94,70 @@ pub fn append(path: &Path, mut record: CallRecord<'_>, secrets: &[String]) {
 }
 
 fn write_line(path: &Path, line: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    write_line_rotating(path, line, ROTATE_BYTES, KEEP)
+}
+
+/// Append `line`; first rotate `path` if it is over `rotate_bytes`,
+/// keeping `keep` old files.
+///
+/// Concurrent calls of one driver share the log. Check-and-rotate happens
+/// under an exclusive `flock` of the log file, and a writer that locked a
+/// file another writer has just rotated away reopens the new one, so two
+/// calls never both rotate (which would push a whole old log out).
+fn write_line_rotating(
+    path: &Path,
+    line: &str,
+    rotate_bytes: u64,
+    keep: u32,
+) -> std::io::Result<()> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o750)
             .create(dir)?;
     }
-    if let Ok(meta) = fs::metadata(path)
-        && meta.len() > ROTATE_BYTES
-    {
-        rotate(path);
-    }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)?;
-    // One write(2) of a line under PIPE_BUF-ish sizes keeps concurrent calls'
-    // lines from interleaving in O_APPEND mode.
+    // One write(2) per line: O_APPEND keeps concurrent lines whole.
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
-    file.write_all(&buf)
+    // A few rounds at most: each retry means another writer rotated.
+    for _ in 0..8 {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)?;
+        let mut locked = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e)?;
+        let ours = locked.metadata()?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
+            // Rotated (or removed) between our open and our lock.
+            _ => continue,
+        }
+        if ours.len() > rotate_bytes {
+            rotate(path, keep);
+            continue;
+        }
+        return locked.write_all(&buf);
+    }
+    // Still racing after several rounds: append without rotating.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)?
+        .write_all(&buf)
 }
 
-fn rotate(path: &Path) {
+fn rotate(path: &Path, keep: u32) {
     let name = |i: u32| {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{i}"));
         std::path::PathBuf::from(p)
     };
-    for i in (1..KEEP).rev() {
+    for i in (1..keep).rev() {
         let _ = fs::rename(name(i), name(i + 1));
     }
     let _ = fs::rename(path, name(1));
@@ -142,5 +174,55 @@ mod tests {
             &["s3cr3t".into(), "czNjcjN0".into()],
         );
         assert_eq!(s, "a <redacted> b <redacted> <redacted>");
+    }
+
+    #[test]
+    fn concurrent_writers_rotate_once_per_threshold_and_lose_no_line() {
+        const WRITERS: usize = 8;
+        const LINES: usize = 400;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("acme~x.log");
+        // ~25 KiB per writer, 200 KiB in all: about 12 rotations at 16 KiB,
+        // and 20 files kept, so every line must still be somewhere.
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..LINES {
+                        let line = format!(
+                            "{{\"writer\":{w},\"line\":{i},\"pad\":\"{}\"}}",
+                            "x".repeat(24)
+                        );
+                        write_line_rotating(path, &line, 16 << 10, 20).expect("write");
+                    }
+                });
+            }
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path()).expect("read dir").flatten() {
+            files += 1;
+            let text = std::fs::read_to_string(entry.path()).expect("read");
+            let size = text.len() as u64;
+            // A rotated file went over the threshold by at most one line.
+            assert!(
+                size <= (16 << 10) + 100,
+                "{} is {size} bytes",
+                entry.path().display()
+            );
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("whole JSON line");
+                assert!(
+                    seen.insert((v["writer"].as_u64(), v["line"].as_u64())),
+                    "duplicate {line}"
+                );
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            WRITERS * LINES,
+            "lines lost across {files} files"
+        );
+        assert!(files > 10, "only {files} files: no rotation happened");
     }
 }
