@@ -1057,3 +1057,182 @@ gone = {{ file = "/nonexistent/flexwasm-test-token", secret = true }}
         assert!(!log.contains(secret), "{secret} is in the call log");
     }
 }
+
+// ---------------------------------------------------------------------------
+// 6. kube-controller-manager runs attach and detach from a distroless image:
+// no shell, no libc, no tools (contract page §7). The static host (musl)
+// must do the whole attach side there.
+
+/// chroot(8), from coreutils.
+fn chroot_bin() -> &'static str {
+    ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chroot(8) (coreutils)")
+}
+
+/// Run `exe args…` chrooted into `root` with only `env`, as
+/// kube-controller-manager would exec the driver in its container.
+#[track_caller]
+fn call_in_root(root: &Path, exe: &str, args: &[&str], env: &[(&str, &str)]) -> Answer {
+    let out = std::process::Command::new(chroot_bin())
+        .arg(root)
+        .arg(exe)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run chroot");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    let json = check_output_discipline(&args, &stdout, &stderr, code);
+    Answer {
+        args,
+        json,
+        code,
+        stdout,
+        stderr,
+    }
+}
+
+#[test]
+fn static_host_attaches_and_detaches_from_a_distroless_root() {
+    if !privileged("static_host_attaches_and_detaches_from_a_distroless_root") {
+        return;
+    }
+    let host = match static_host_bin() {
+        Ok(host) => host,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED static_host_attaches_and_detaches_from_a_distroless_root: {e}\n\
+                 (needs `rustup target add {STATIC_TARGET}` and musl-gcc; CI installs both)"
+            );
+            return;
+        }
+        Err(e) => panic!("the static host is required under CI: {e}"),
+    };
+    assert!(
+        !elf_has_interpreter(&host),
+        "{} needs a dynamic loader: it would not start in a distroless image",
+        host.display()
+    );
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    let token = "T0ken-distroless-91c2";
+    let server = start_server(&sb, token);
+
+    // The container's root: nothing but what a distroless image and the
+    // runtime give (/dev/null, /proc), the plugin dir and a state dir.
+    let root = sb.root.path().join("kcm-root");
+    for d in [
+        "dev",
+        "proc",
+        "tmp",
+        "plugins",
+        "var/lib/flexwasm",
+        "var/log/flexwasm",
+    ] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir in root");
+    }
+    nix::sys::stat::mknod(
+        &root.join("dev/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod /dev/null");
+    nix::mount::mount(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount proc");
+    for tool in ["sh", "bin/sh", "usr/bin/env", "lib", "lib64", "usr/lib"] {
+        assert!(!root.join(tool).exists(), "{tool} exists in the root");
+    }
+    // Control: the ordinary, dynamically linked host cannot even start here.
+    std::fs::copy(HOST, root.join("tmp/flexwasm-dynamic")).expect("copy dynamic host");
+    let out = std::process::Command::new(chroot_bin())
+        .arg(&root)
+        .args(["/tmp/flexwasm-dynamic", "init"])
+        .env_clear()
+        .output()
+        .expect("run chroot");
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "the dynamic host ran in the distroless root: {out:?}"
+    );
+
+    // Installed by the operator with the static host as the driver binary.
+    let policy = sb.root.path().join("policy-kcm.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "plugin_sha256 = \"auto\"\n\n{}",
+            rest_array_grant(&server, &secret_token(token))
+        ),
+    )
+    .expect("write policy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flexwasm"))
+        .args(["install", "--plugin-dir"])
+        .arg(root.join("plugins"))
+        .args(["--driver", "flexwasm/rest-array", "--plugin"])
+        .arg(rest_array_wasm())
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--host-binary")
+        .arg(&host)
+        .output()
+        .expect("run flexwasm install");
+    assert!(
+        out.status.success(),
+        "install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let exe = "/plugins/flexwasm~rest-array/rest-array";
+    let env = [
+        ("FLEXWASM_STATE_DIR", "/var/lib/flexwasm"),
+        ("FLEXWASM_LOG_DIR", "/var/log/flexwasm"),
+    ];
+    let vol = "pv-distroless";
+    let opts = volume_opts(vol, "1Mi");
+    let init = call_in_root(&root, exe, &["init"], &env);
+    init.assert_success();
+    assert_eq!(init.json["capabilities"]["attach"], true, "{}", init.json);
+
+    let attach = call_in_root(&root, exe, &["attach", &opts, NODE], &env);
+    attach.assert_success();
+    let device = attach.json["device"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        device.starts_with("/dev/loop"),
+        "attach answered {}",
+        attach.json
+    );
+    assert_eq!(loop_devices_under(&server.data_dir).len(), 1);
+
+    let attached = call_in_root(&root, exe, &["isattached", &opts, NODE], &env);
+    attached.assert_success();
+    assert_eq!(attached.json["attached"], true, "{}", attached.json);
+
+    // detach gets only the name; the id comes from state, in the root.
+    let detach = call_in_root(&root, exe, &["detach", vol, NODE], &env);
+    detach.assert_success();
+    assert!(loop_devices_under(&server.data_dir).is_empty());
+    let attached = call_in_root(&root, exe, &["isattached", &opts, NODE], &env);
+    assert_eq!(attached.json["attached"], false, "{}", attached.json);
+
+    // Every call was logged inside the root, with its HTTP requests.
+    let log = std::fs::read_to_string(root.join("var/log/flexwasm/flexwasm~rest-array.log"))
+        .expect("call log in the root");
+    assert_eq!(log.lines().count(), 5, "{log}");
+    assert!(!log.contains(token), "the token is in the log");
+}

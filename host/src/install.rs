@@ -13,7 +13,6 @@
 //! `--policy` is validated and placed as `policy.toml`, with
 //! `plugin_sha256 = "auto"` pinned to the plugin being installed.
 
-use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -203,14 +202,8 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
 
     if fs::symlink_metadata(&target).is_ok() {
         // Swap old and new in one step, then drop the old one (now at `staging`).
-        renameat2(
-            AT_FDCWD,
-            &staging,
-            AT_FDCWD,
-            &target,
-            RenameFlags::RENAME_EXCHANGE,
-        )
-        .map_err(|e| anyhow::anyhow!("swapping {} into place: {e}", target.display()))?;
+        rename_exchange(&staging, &target)
+            .map_err(|e| anyhow::anyhow!("swapping {} into place: {e}", target.display()))?;
         ctx(fs::remove_dir_all(&staging), || {
             format!("removing the previous driver at {}", staging.display())
         })?;
@@ -234,4 +227,34 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
         policy: policy_text.map(|_| layout.driver_dir.join(POLICY_FILE)),
         compile_ms,
     })
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`: swap two paths atomically. Through
+/// the raw syscall, because neither musl (the static host) nor nix's musl
+/// build wraps it.
+fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has a NUL byte")
+        })
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive
+    // the call; renameat2 only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

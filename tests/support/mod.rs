@@ -813,3 +813,52 @@ pub fn array_server_bin() -> PathBuf {
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+// ---------------------------------------------------------------------------
+// The static host binary (x86_64-unknown-linux-musl), for drivers that
+// kube-controller-manager runs from a distroless image (contract page §7).
+
+/// The musl target the static host is built for.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The static `flexwasm` binary: `$FLEXWASM_STATIC_HOST_BIN` if set, else
+/// built once per test process into target/guests (needs
+/// `rustup target add x86_64-unknown-linux-musl` and `musl-gcc`).
+pub fn static_host_bin() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("FLEXWASM_STATIC_HOST_BIN") {
+                return Ok(PathBuf::from(p));
+            }
+            let target = cargo_build(
+                "the static host",
+                &["--target", STATIC_TARGET, "-p", "flexwasm"],
+            )?;
+            let bin = target.join(STATIC_TARGET).join("release").join("flexwasm");
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} was not built", bin.display()))
+            }
+        })
+        .clone()
+}
+
+/// Whether `path` is an ELF executable without a program interpreter
+/// (PT_INTERP), i.e. it runs with no dynamic loader and no libc on disk.
+pub fn elf_has_interpreter(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert!(
+        bytes.len() > 64 && &bytes[..4] == b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1,
+        "{} is not a little-endian ELF64 file",
+        path.display()
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().expect("8 bytes")) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) == 3 // PT_INTERP
+    })
+}
