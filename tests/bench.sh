@@ -9,6 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo test --release --workspace --no-run >/dev/null 2>&1
 CARGO_TARGET_DIR=target/guests cargo build --release --target wasm32-wasip2 \
   -p flexwasm-plugin-loop -p flexwasm-plugin-tmpfs >/dev/null 2>&1
+# The static (musl) host, side by side with the dynamic one, when it builds.
+static=target/guests/x86_64-unknown-linux-musl/release/flexwasm
+CARGO_TARGET_DIR=target/guests cargo build --release --target x86_64-unknown-linux-musl \
+  -p flexwasm >/dev/null 2>&1 || static=
 
 work=$(mktemp -d /tmp/flexwasm-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -24,12 +28,22 @@ rustc -O -o "$work/native~noop/noop" "$work/noop.rs"
 target/release/flexwasm install --plugin-dir "$work/plugins" --driver flexwasm/loop \
   --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm --policy plugins/loop/policy.toml >/dev/null
 drv=$work/plugins/flexwasm~loop/loop
+rows=()
+if [ -n "$static" ]; then
+  target/release/flexwasm install --plugin-dir "$work/plugins" --driver flexwasm/loopstatic \
+    --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm --policy plugins/loop/policy.toml \
+    --host-binary "$static" >/dev/null
+  sdrv=$work/plugins/flexwasm~loopstatic/loopstatic
+  rows=(-n flexwasm-static-init "$sdrv init")
+else
+  echo "(no static host: rustup target add x86_64-unknown-linux-musl and musl-tools to compare it)"
+fi
 opts='{"kubernetes.io/fsType":"ext4","kubernetes.io/pvOrVolumeName":"pv-bench","kubernetes.io/readwrite":"rw"}'
 
 hyperfine -N --warmup 20 --runs 300 --export-json "$work/h.json" \
   -n native-noop "$work/native~noop/noop init" \
   -n flexwasm-init "$drv init" \
-  -n flexwasm-getvolumename "$drv getvolumename '$opts'" >/dev/null
+  -n flexwasm-getvolumename "$drv getvolumename '$opts'" "${rows[@]}" >/dev/null
 
 python3 - "$work/h.json" <<'PY'
 import json, sys
@@ -42,8 +56,8 @@ PY
 
 rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 echo
-echo "peak RSS (KiB): native-noop $(rss "$work/native~noop/noop" init), flexwasm init $(rss "$drv" init), getvolumename $(rss "$drv" getvolumename "$opts")"
-echo "sizes (bytes): host $(stat -c %s target/release/flexwasm), loop.wasm $(stat -c %s target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm), tmpfs.wasm $(stat -c %s target/guests/wasm32-wasip2/release/flexwasm_plugin_tmpfs.wasm), loop .plugin.cwasm $(stat -c %s "$work/plugins/flexwasm~loop/.plugin.cwasm")"
+echo "peak RSS (KiB): native-noop $(rss "$work/native~noop/noop" init), flexwasm init $(rss "$drv" init), getvolumename $(rss "$drv" getvolumename "$opts")${static:+, static init $(rss "$sdrv" init)}"
+echo "sizes (bytes): host $(stat -c %s target/release/flexwasm)${static:+, static host $(stat -c %s "$static")}, loop.wasm $(stat -c %s target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm), tmpfs.wasm $(stat -c %s target/guests/wasm32-wasip2/release/flexwasm_plugin_tmpfs.wasm), loop .plugin.cwasm $(stat -c %s "$work/plugins/flexwasm~loop/.plugin.cwasm")"
 # Where a call's time goes, from the call log's phase timings.
 "$drv" init >/dev/null
 echo "phases of one init call (ms): $(tail -1 "$FLEXWASM_LOG_DIR/flexwasm~loop.log" | python3 -c 'import json,sys; l=json.load(sys.stdin); print(", ".join(f"{k} {v:.2f}" for k,v in l["phases"]), "| total", round(l["duration_ms"],2))')"
