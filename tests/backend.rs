@@ -505,6 +505,16 @@ impl TlsServer {
     }
 }
 
+/// The server's CA as a bundle file an operator would install: 0644,
+/// whatever the umask.
+fn write_ca_bundle(sb: &Sandbox, server: &TlsServer) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bundle = sb.root.path().join("acme-ca.pem");
+    std::fs::write(&bundle, &server.ca_pem).expect("write ca bundle");
+    std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    bundle
+}
+
 /// The probe's grant for `https://localhost:<port>`, with `ca_bundle` if given.
 fn tls_grant(port: u16, ca_bundle: Option<&Path>) -> String {
     let mut grant =
@@ -519,8 +529,7 @@ fn tls_grant(port: u16, ca_bundle: Option<&Path>) -> String {
 fn http_tls_with_a_private_ca_in_ca_bundle_is_trusted() {
     let sb = Sandbox::new();
     let server = TlsServer::start(&["localhost"]);
-    let bundle = sb.root.path().join("acme-ca.pem");
-    std::fs::write(&bundle, &server.ca_pem).expect("write ca bundle");
+    let bundle = write_ca_bundle(&sb, &server);
     let url = format!("https://localhost:{}/api/v1/healthz", server.port);
     let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
     answer.assert_success();
@@ -560,8 +569,7 @@ fn http_tls_certificate_for_another_name_is_refused() {
     let sb = Sandbox::new();
     // Signed by the trusted CA, but for a different host.
     let server = TlsServer::start(&["array.example"]);
-    let bundle = sb.root.path().join("acme-ca.pem");
-    std::fs::write(&bundle, &server.ca_pem).expect("write ca bundle");
+    let bundle = write_ca_bundle(&sb, &server);
     let url = format!("https://localhost:{}/api/v1/healthz", server.port);
     let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
     answer.assert_failure("TLS");
@@ -867,8 +875,9 @@ fn state_64_processes_incrementing_one_key_lose_no_update() {
 
 #[test]
 fn state_sigkill_during_writes_leaves_old_or_new_value_never_torn() {
-    // Kill until this many kills are seen to land inside a write (a temp
-    // file is left), at most MAX_ROUNDS; about one kill in six does.
+    // Kill until this many kills are seen to land inside a write (the
+    // writer's temp file is left) and as many after a new value was stored,
+    // at most MAX_ROUNDS; about one kill in six lands inside a write.
     const INSIDE_WRITES: u64 = 12;
     const MAX_ROUNDS: u64 = 400;
     let sb = Sandbox::new();
@@ -902,18 +911,19 @@ fn state_sigkill_during_writes_leaves_old_or_new_value_never_torn() {
     let mut mid_write = 0;
     let kv = sb.driver_state_dir(STATE_PROBE).join("kv");
     let mut rounds = 0;
-    while mid_write < INSIDE_WRITES && rounds < MAX_ROUNDS {
+    while (mid_write < INSIDE_WRITES || advanced < INSIDE_WRITES) && rounds < MAX_ROUNDS {
         let round = rounds;
         rounds += 1;
         let call = state_probe(&sb, &churn);
-        // Spread the kill over startup and many writes: 5 to 200 ms.
-        let delay = 5 + (round * 37 + round * round * 11) % 196;
+        // Spread the kill over startup and many writes: 5 to 400 ms.
+        let delay = 5 + (round * 37 + round * round * 11) % 396;
         std::thread::sleep(Duration::from_millis(delay));
+        let pid = call.pid;
         if call.kill() {
             killed += 1;
         }
-        // A killed writer's temp file: the kill landed inside a write.
-        if temp_files(&kv).next().is_some() {
+        // This writer's temp file: the kill landed inside its write.
+        if kv.join(format!(".tmp-{pid}")).exists() {
             mid_write += 1;
         }
         // The store answers with a whole record (old or new), never torn,
@@ -937,7 +947,7 @@ fn state_sigkill_during_writes_leaves_old_or_new_value_never_torn() {
         "{killed} kills, {mid_write} inside a write, {advanced} after new values were stored"
     );
     assert!(
-        mid_write >= INSIDE_WRITES && advanced >= rounds / 2,
+        mid_write >= INSIDE_WRITES && advanced >= INSIDE_WRITES,
         "only {mid_write} of {rounds} kills landed inside a write and {advanced} after one: \
          the test did not exercise what it claims"
     );
@@ -987,6 +997,8 @@ fn config_values_arrive_typed_with_their_secret_mark() {
     let sb = Sandbox::new();
     let token_file = sb.root.path().join("array-token");
     std::fs::write(&token_file, "file-token-7f3a9c\n").expect("write token file");
+    let region_file = sb.root.path().join("region");
+    std::fs::write(&region_file, "eu-1").expect("write region file");
     let grant = format!(
         r#"[state]
 
@@ -999,8 +1011,10 @@ pools = ["gold", "silver"]
 token = {{ file = "{}", secret = true }}
 pin = {{ value = 12345678, secret = true }}
 gone = {{ file = "/nonexistent/flexwasm-test-token", secret = true }}
+region = {{ file = "{}" }}
 "#,
-        token_file.display()
+        token_file.display(),
+        region_file.display()
     );
     sb.install_with_grant(STATE_PROBE, &state_probe_wasm(), &grant);
     let entry = |key: &str| state_probe_answer(&sb, &[("op", "config"), ("key", key)]);
@@ -1048,7 +1062,16 @@ gone = {{ file = "/nonexistent/flexwasm-test-token", secret = true }}
     );
     answer.assert_failure("the host cannot read its file /nonexistent/flexwasm-test-token");
 
-    // The file is read at every call: rotate the token in place.
+    // Files are read at every call: change one in place.
+    assert_eq!(
+        entry("region"),
+        r#"Entry { value: Text("eu-1"), secret: false }"#
+    );
+    std::fs::write(&region_file, "eu-2").expect("change region");
+    assert_eq!(
+        entry("region"),
+        r#"Entry { value: Text("eu-2"), secret: false }"#
+    );
     std::fs::write(&token_file, "rotated-token-42c1\n").expect("rotate token");
     assert_eq!(entry("token"), "Entry { value: <secret>, secret: true }");
     // Secret values never reached the log.

@@ -15,6 +15,9 @@ use std::path::Path;
 /// Rotate when the log grows past this; keep `.1` … `.3`.
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 const KEEP: u32 = 3;
+/// How long a call waits for another call's hold on the log.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginLogLine {
@@ -60,6 +63,51 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// Captured output keeps its start and end and drops the middle (see
+/// [`crate::capabilities::output`]); a secret straddling a cut survives only
+/// in part, where whole-value redaction cannot match it. Around each cut,
+/// drop a kept end that is the start of a secret and a kept start that is
+/// the end of one.
+fn trim_partial_secrets_at_cut(text: &str, secrets: &[String]) -> String {
+    use crate::capabilities::output::DROP_NOTE_END;
+    use crate::capabilities::output::DROP_NOTE_START;
+    let Some(cut) = text.find(DROP_NOTE_START) else {
+        return text.to_string();
+    };
+    let Some(note_len) = text[cut..]
+        .find(DROP_NOTE_END)
+        .map(|i| i + DROP_NOTE_END.len())
+    else {
+        return text.to_string();
+    };
+    let (head, note, tail) = (
+        &text[..cut],
+        &text[cut..cut + note_len],
+        &text[cut + note_len..],
+    );
+    let mut head_end = head.len();
+    let mut tail_start = 0;
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        // Longest suffix of the head that begins the secret.
+        let starts: Vec<usize> = s.char_indices().skip(1).map(|(i, _)| i).collect();
+        if let Some(i) = starts.into_iter().rev().find(|&i| head.ends_with(&s[..i])) {
+            head_end = head_end.min(head.len() - i);
+        }
+        // Longest prefix of the tail that ends the secret.
+        for (i, _) in s.char_indices().skip(1) {
+            if tail.starts_with(&s[i..]) {
+                tail_start = tail_start.max(s.len() - i);
+                break;
+            }
+        }
+    }
+    format!(
+        "{}{note}{}",
+        &head[..head_end],
+        &tail[tail_start.min(tail.len())..]
+    )
+}
+
 impl CallRecord<'_> {
     /// Scrub every string field of `secrets`. Done per field, before
     /// serialising: in the JSON text a secret may be escaped (quotes,
@@ -74,8 +122,9 @@ impl CallRecord<'_> {
             r(m);
         }
         self.plugin_log.iter_mut().for_each(|l| r(&mut l.message));
-        r(&mut self.plugin_stdout);
-        r(&mut self.plugin_stderr);
+        for out in [&mut self.plugin_stdout, &mut self.plugin_stderr] {
+            *out = redact(&trim_partial_secrets_at_cut(out, secrets), secrets);
+        }
         for h in &mut self.http {
             r(&mut h.url);
             h.denied.iter_mut().for_each(r);
@@ -124,25 +173,42 @@ fn write_line_rotating(
     buf.push(b'\n');
     // A few rounds at most: each retry means another writer rotated.
     for _ in 0..8 {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o640)
             .open(path)?;
-        let mut locked = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e)?;
+        // Never wait long: the answer is already out, and kubelet waits for
+        // this process to exit. A writer stuck on the log's filesystem
+        // must not hold every later call.
+        let mut waited = std::time::Duration::ZERO;
+        let mut locked = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => break Some(locked),
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) if waited < LOCK_WAIT => {
+                    file = f;
+                    std::thread::sleep(LOCK_POLL);
+                    waited += LOCK_POLL;
+                }
+                Err(_) => break None,
+            }
+        };
+        let Some(locked) = locked.as_mut() else {
+            break;
+        };
         let ours = locked.metadata()?;
         match fs::metadata(path) {
             Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
             // Rotated (or removed) between our open and our lock.
             _ => continue,
         }
-        if ours.len() > rotate_bytes {
-            rotate(path, keep);
+        if ours.len() > rotate_bytes && rotate(path, keep) {
             continue;
         }
         return locked.write_all(&buf);
     }
-    // Still racing after several rounds: append without rotating.
+    // Still racing after several rounds, or the lock is held too long:
+    // append without rotating.
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -151,7 +217,10 @@ fn write_line_rotating(
         .write_all(&buf)
 }
 
-fn rotate(path: &Path, keep: u32) {
+/// Shift `path` to `.1` (and `.1` to `.2`, …); false if `path` could not be
+/// moved (e.g. an append-only log), so the caller appends instead of
+/// rotating again and again.
+fn rotate(path: &Path, keep: u32) -> bool {
     let name = |i: u32| {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{i}"));
@@ -160,7 +229,7 @@ fn rotate(path: &Path, keep: u32) {
     for i in (1..keep).rev() {
         let _ = fs::rename(name(i), name(i + 1));
     }
-    let _ = fs::rename(path, name(1));
+    fs::rename(path, name(1)).is_ok()
 }
 
 #[cfg(test)]
@@ -174,6 +243,18 @@ mod tests {
             &["s3cr3t".into(), "czNjcjN0".into()],
         );
         assert_eq!(s, "a <redacted> b <redacted> <redacted>");
+    }
+
+    #[test]
+    fn a_secret_cut_by_dropped_output_leaves_no_piece() {
+        use crate::capabilities::output::{DROP_NOTE_END, DROP_NOTE_START};
+        let secrets = vec!["TOPSECRET-123".to_string()];
+        let text = format!("log: TOP{DROP_NOTE_START}77{DROP_NOTE_END}CRET-123 done");
+        let out = trim_partial_secrets_at_cut(&text, &secrets);
+        assert!(!out.contains("TOP") && !out.contains("CRET-123"), "{out}");
+        assert!(out.starts_with("log: ") && out.ends_with(" done"), "{out}");
+        // Text with no cut is untouched.
+        assert_eq!(trim_partial_secrets_at_cut("a TOP b", &secrets), "a TOP b");
     }
 
     #[test]

@@ -201,8 +201,11 @@ fn run_call(
     // Validate everything kubelet gave us before starting the plugin.
     let options = call.options().map(resolve_options).transpose()?;
     let wopts = options.as_ref().map(to_wit_options);
-    let grant = Grant::load(&layout.driver_dir, &layout.state_dir)?;
-    if let Some(config) = &grant.config {
+    let mut grant = Grant::load(&layout.driver_dir, &layout.state_dir)?;
+    if let Some(config) = grant.config.as_mut() {
+        // Config files are read once: the plugin sees, and the log is
+        // scrubbed of, the same contents even if a file changes mid-call.
+        *config = crate::capabilities::config::snapshot(config);
         report.secrets = crate::capabilities::config::secret_values(config);
     }
     let limits = grant.limits.for_op(call.op());

@@ -245,11 +245,11 @@ fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     let r = unsafe {
         libc::syscall(
             libc::SYS_renameat2,
-            libc::AT_FDCWD,
+            libc::c_long::from(libc::AT_FDCWD),
             a.as_ptr(),
-            libc::AT_FDCWD,
+            libc::c_long::from(libc::AT_FDCWD),
             b.as_ptr(),
-            libc::RENAME_EXCHANGE,
+            libc::c_long::from(libc::RENAME_EXCHANGE),
         )
     };
     if r == 0 {

@@ -293,6 +293,9 @@ pub enum ConfigData {
 pub enum ConfigSource {
     Value(ConfigData),
     File(PathBuf),
+    /// In a call's snapshot ([`crate::capabilities::config::snapshot`]): a
+    /// file that could not be read, and why.
+    Unreadable(String),
 }
 
 /// The typed value of `config.<key>`.
@@ -521,7 +524,7 @@ impl Grant {
             path: path.to_path_buf(),
             reason,
         };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(toml_error(text, &e)))?;
         let mut grant = Grant::baseline();
         grant.source = Some(path.to_path_buf());
 
@@ -738,6 +741,21 @@ pub fn fill_auto_pin(text: &str, sha: &str) -> String {
     out
 }
 
+/// Where and what, without the quoted source line toml's `Display` adds:
+/// that line may hold a `[config]` secret.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = one_line(e.message());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -918,10 +936,20 @@ mod tests {
                 &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = {{ value = 1, file = \"/f\" }}"),
                 "exactly one of",
             ),
-            ("plugin_sha256 = ", "not valid"),
+            ("plugin_sha256 = ", "line 1, column"),
+            (
+                &format!(
+                    "plugin_sha256 = \"{SHA}\"\n[config]\ntoken = {{ value = \"hunter2\\q\", secret = true }}"
+                ),
+                "line 3",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(
+                !e.contains("hunter2"),
+                "a config value is in the message: {e}"
+            );
         }
     }
 }

@@ -128,9 +128,20 @@ pub fn entry(key: &str) -> Result<Option<Entry>> {
 }
 
 /// The value of `key` as text (a number or `true`/`false` as written);
-/// `None` if not configured. A list is an error: use [`list`].
+/// `None` if not configured. A list is an error: use [`list`]. A value the
+/// operator marked secret is returned too, with a warning in the log: read
+/// it with [`secret`], so it cannot be printed by accident.
 pub fn get(key: &str) -> Result<Option<String>> {
-    entry(key)?.map(|e| text_of(key, e)).transpose()
+    let Some(entry) = entry(key)? else {
+        return Ok(None);
+    };
+    if entry.secret {
+        crate::log::warn(format!(
+            "config value {key:?} is secret; the driver reads it with config::get, which \
+             returns it as plain text (config::secret keeps it out of logs and messages)"
+        ));
+    }
+    text_of(key, entry).map(Some)
 }
 
 /// The value of `key` as text; a [`Failure`](Error::Failure) naming the key

@@ -31,6 +31,7 @@ impl ConfigView {
 pub fn resolve(key: &str, value: &ConfigValue) -> Result<ConfigData, String> {
     match &value.source {
         ConfigSource::Value(v) => Ok(v.clone()),
+        ConfigSource::Unreadable(why) => Err(why.clone()),
         ConfigSource::File(path) => {
             use std::io::Read;
             let cannot = |why: String| {
@@ -54,16 +55,39 @@ pub fn resolve(key: &str, value: &ConfigValue) -> Result<ConfigData, String> {
     }
 }
 
+/// The config with every file read once, for one call: what the plugin
+/// gets and what the log is scrubbed of are then the same bytes.
+pub fn snapshot(values: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, ConfigValue> {
+    values
+        .iter()
+        .map(|(key, v)| {
+            let source = match resolve(key, v) {
+                Ok(data) => ConfigSource::Value(data),
+                Err(why) => ConfigSource::Unreadable(why),
+            };
+            (
+                key.clone(),
+                ConfigValue {
+                    source,
+                    secret: v.secret,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Every secret config value, and each longer line of a multi-line one
-/// (a plugin may log a piece of a credentials file). Booleans are not
-/// scrubbed: "true" is no secret.
+/// (a plugin may log a piece of a credentials file). Booleans and values
+/// under 4 bytes are not scrubbed: "true" or "1" is no secret, and
+/// scrubbing it would garble every log line.
 pub fn secret_values(values: &BTreeMap<String, ConfigValue>) -> Vec<String> {
     let mut out = Vec::new();
     let mut text = |text: &str| {
         for line in text.lines().map(str::trim).filter(|l| l.len() >= 8) {
             out.push(line.to_string());
         }
-        if !text.trim().is_empty() {
+        // A value this short would scrub every such digit or word.
+        if text.trim().len() >= 4 {
             out.push(text.trim().to_string());
         }
     };

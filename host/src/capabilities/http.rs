@@ -218,11 +218,13 @@ impl Egress {
         let started = Instant::now();
         let method = request.method().to_string();
         let uri = request.uri().clone();
-        // The query may carry credentials; log the origin and path only.
+        // The query and any user:password@ may carry credentials; log the
+        // scheme, host, port and path only.
         let url = format!(
-            "{}://{}{}",
+            "{}://{}{}{}",
             uri.scheme_str().unwrap_or("?"),
-            uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+            uri.host().unwrap_or("?"),
+            uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default(),
             uri.path()
         );
         let mut entry = HttpLogEntry {

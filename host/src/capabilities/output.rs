@@ -19,6 +19,10 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+/// The note that replaces dropped bytes starts and ends with these.
+pub const DROP_NOTE_START: &str = "\n[… ";
+pub const DROP_NOTE_END: &str = " bytes dropped: over the output limit …]\n";
+
 /// How much one `check-write` permits; any amount is accepted anyway.
 const PERMIT: usize = 64 << 10;
 
@@ -80,11 +84,7 @@ impl CappedOutput {
         let mut out = c.head.clone();
         if c.dropped > 0 {
             out.extend_from_slice(
-                format!(
-                    "\n[… {} bytes dropped: over the output limit …]\n",
-                    c.dropped
-                )
-                .as_bytes(),
+                format!("{DROP_NOTE_START}{}{DROP_NOTE_END}", c.dropped).as_bytes(),
             );
         }
         out.extend(c.tail.iter());

@@ -581,7 +581,26 @@ pub fn check_extra_args(fs_type: &str, extra_args: &[String]) -> Result<Vec<Stri
         }
         i += 1;
     }
+    let max = max_label_bytes(fs_type);
+    if let Some(long) = labels.iter().find(|l| l.len() > max) {
+        return Err(reject(
+            long,
+            format!(
+                "the label is {} bytes; {fs_type} labels hold at most {max} (mkfs would cut it)",
+                long.len()
+            ),
+        ));
+    }
     Ok(labels)
+}
+
+/// The longest label each mkfs stores whole.
+fn max_label_bytes(fs_type: &str) -> usize {
+    match fs_type {
+        "xfs" => 12,
+        "btrfs" => 255,
+        _ => 16,
+    }
 }
 
 fn apply_rule(
@@ -592,9 +611,22 @@ fn apply_rule(
     match rule {
         Rule::Allow => Ok(()),
         Rule::Label => {
+            // What blkid reports (and fstab matches) must be exactly what
+            // the duplicate check looked for: blkid strips trailing blanks
+            // and `-t` strips quotes, and mkfs would cut a long label (see
+            // `check_extra_args` for the length).
             let label = value.unwrap_or("");
-            if label.is_empty() || label.chars().any(char::is_control) {
-                return Err("a label must be non-empty text without control characters".into());
+            if label.is_empty()
+                || label.trim() != label
+                || label
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\'))
+            {
+                return Err(
+                    "a label must be non-empty text without leading or trailing \
+                     blanks, quotes, backslashes or control characters"
+                        .into(),
+                );
             }
             labels.push(label.to_string());
             Ok(())
@@ -826,8 +858,16 @@ mod tests {
             let err = check_extra_args(fs, &args(&bad)).expect_err(&format!("{fs} {bad:?}"));
             assert!(err.to_string().contains("UUID is always fresh"), "{err}");
         }
-        let err = check_extra_args("ext4", &args(&["-L", ""])).expect_err("empty label");
-        assert!(err.to_string().contains("non-empty"), "{err}");
+        for bad in ["", "DATA ", " DATA", "\"x\"", "a'b", "a\\b", "a\nb"] {
+            let err = check_extra_args("ext4", &args(&["-L", bad])).expect_err(bad);
+            assert!(err.to_string().contains("non-empty text without"), "{err}");
+        }
+        // Labels mkfs would cut are refused, not cut.
+        check_extra_args("ext4", &args(&["-L", &"a".repeat(16)])).expect("16 bytes fit ext4");
+        let err = check_extra_args("ext4", &args(&["-L", &"a".repeat(17)])).expect_err("17");
+        assert!(err.to_string().contains("at most 16"), "{err}");
+        let err = check_extra_args("xfs", &args(&["-L", "thirteen-char"])).expect_err("13");
+        assert!(err.to_string().contains("at most 12"), "{err}");
     }
 
     #[test]
