@@ -1107,18 +1107,7 @@ fn call_in_root(root: &Path, exe: &str, args: &[&str], env: &[(&str, &str)]) -> 
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run chroot");
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let code = out.status.code().unwrap_or(-1);
-    let json = check_output_discipline(&args, &stdout, &stderr, code);
-    Answer {
-        args,
-        json,
-        code,
-        stdout,
-        stderr,
-    }
+    Answer::from_output(args.iter().map(|s| s.to_string()).collect(), &out)
 }
 
 #[test]

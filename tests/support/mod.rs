@@ -127,6 +127,23 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The answer of a finished driver process, checked against kubelet's
+    /// output rules.
+    #[track_caller]
+    pub fn from_output(args: Vec<String>, out: &std::process::Output) -> Answer {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let code = out.status.code().unwrap_or(-1);
+        let json = check_output_discipline(&args, &stdout, &stderr, code);
+        Answer {
+            args,
+            json,
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
     pub fn status(&self) -> &str {
         self.json["status"].as_str().unwrap_or("")
     }
@@ -302,17 +319,7 @@ impl Sandbox {
             .stdin(std::process::Stdio::null())
             .output()
             .expect("exec driver");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let code = out.status.code().unwrap_or(-1);
-        let json = check_output_discipline(&args, &stdout, &stderr, code);
-        Answer {
-            args,
-            json,
-            code,
-            stdout,
-            stderr,
-        }
+        Answer::from_output(args, &out)
     }
 
     /// Call twice; both must answer the same (idempotency), return the second.
