@@ -798,6 +798,24 @@ pub fn state_probe_wasm() -> PathBuf {
     backend_wasm("flexwasm_state_probe")
 }
 
+/// `$<env>` if set, else `cargo build --release <args>` into target/guests
+/// and the file at `<target/guests>/<path…>`.
+fn native_binary(env: &str, args: &[&str], path: &[&str]) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let bin = path
+        .iter()
+        .fold(cargo_build(&args.join(" "), args)?, |dir, part| {
+            dir.join(part)
+        });
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("{} was not built", bin.display()))
+    }
+}
+
 /// The `flexwasm-array-server` binary: `$FLEXWASM_ARRAY_SERVER_BIN` if set,
 /// else built once per test process (native, into target/guests, so this
 /// does not wait on the outer cargo's lock and works when only the host
@@ -806,16 +824,11 @@ pub fn array_server_bin() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            if let Some(p) = std::env::var_os("FLEXWASM_ARRAY_SERVER_BIN") {
-                return Ok(PathBuf::from(p));
-            }
-            let target = cargo_build("flexwasm-array-server", &["-p", "flexwasm-array-server"])?;
-            let bin = target.join("release").join("flexwasm-array-server");
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} was not built", bin.display()))
-            }
+            native_binary(
+                "FLEXWASM_ARRAY_SERVER_BIN",
+                &["-p", "flexwasm-array-server"],
+                &["release", "flexwasm-array-server"],
+            )
         })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
@@ -835,19 +848,11 @@ pub fn static_host_bin() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            if let Some(p) = std::env::var_os("FLEXWASM_STATIC_HOST_BIN") {
-                return Ok(PathBuf::from(p));
-            }
-            let target = cargo_build(
-                "the static host",
+            native_binary(
+                "FLEXWASM_STATIC_HOST_BIN",
                 &["--target", STATIC_TARGET, "-p", "flexwasm"],
-            )?;
-            let bin = target.join(STATIC_TARGET).join("release").join("flexwasm");
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} was not built", bin.display()))
-            }
+                &[STATIC_TARGET, "release", "flexwasm"],
+            )
         })
         .clone()
 }
