@@ -12,6 +12,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+use crate::secrets::SecretSet;
+
 /// Rotate when the log grows past this; keep `.1` … `.3`.
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 const KEEP: u32 = 3;
@@ -52,23 +54,14 @@ pub struct CallRecord<'a> {
     pub phases: Vec<(&'static str, f64)>,
 }
 
-/// Replace each secret in `text` with `<redacted>`.
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for s in secrets {
-        if !s.is_empty() && out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "<redacted>");
-        }
-    }
-    out
-}
-
 /// Captured output keeps its start and end and drops the middle (see
 /// [`crate::capabilities::output`]); a secret straddling a cut survives only
 /// in part, where whole-value redaction cannot match it. Around each cut,
 /// drop a kept end that is the start of a secret and a kept start that is
 /// the end of one.
 fn trim_partial_secrets_at_cut(text: &str, secrets: &[String]) -> String {
+    // Cut pieces are matched as written: the folded matching of
+    // [`SecretSet`] finds whole secrets and halves, not a few characters.
     use crate::capabilities::output::DROP_NOTE_END;
     use crate::capabilities::output::DROP_NOTE_START;
     let Some(cut) = text.find(DROP_NOTE_START) else {
@@ -112,18 +105,18 @@ impl CallRecord<'_> {
     /// Scrub every string field of `secrets`. Done per field, before
     /// serialising: in the JSON text a secret may be escaped (quotes,
     /// backslashes, newlines) and a short one would corrupt the structure.
-    fn redact(&mut self, secrets: &[String]) {
+    fn redact(&mut self, secrets: &SecretSet) {
         if secrets.is_empty() {
             return;
         }
-        let r = |s: &mut String| *s = redact(s, secrets);
+        let r = |s: &mut String| *s = secrets.redact(s);
         self.args.iter_mut().for_each(r);
         if let Some(m) = self.message.as_mut() {
             r(m);
         }
         self.plugin_log.iter_mut().for_each(|l| r(&mut l.message));
         for out in [&mut self.plugin_stdout, &mut self.plugin_stderr] {
-            *out = redact(&trim_partial_secrets_at_cut(out, secrets), secrets);
+            *out = secrets.redact(&trim_partial_secrets_at_cut(out, secrets.raw_values()));
         }
         for h in &mut self.http {
             r(&mut h.url);
@@ -134,7 +127,7 @@ impl CallRecord<'_> {
 }
 
 /// Append one record to `path`, rotating first if it is large.
-pub fn append(path: &Path, mut record: CallRecord<'_>, secrets: &[String]) {
+pub fn append(path: &Path, mut record: CallRecord<'_>, secrets: &SecretSet) {
     record.redact(secrets);
     let Ok(line) = serde_json::to_string(&record) else {
         return;
@@ -238,10 +231,9 @@ mod tests {
 
     #[test]
     fn redaction_covers_every_occurrence() {
-        let s = redact(
-            "a s3cr3t b s3cr3t czNjcjN0",
-            &["s3cr3t".into(), "czNjcjN0".into()],
-        );
+        let mut secrets = SecretSet::new();
+        secrets.add_str("s3cr3t");
+        let s = secrets.redact("a s3cr3t b S3CR3T czNjcjN0");
         assert_eq!(s, "a <redacted> b <redacted> <redacted>");
     }
 

@@ -13,6 +13,16 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::options::{OptionsError, RawOptions};
+use crate::secrets::SecretSet;
+
+/// Longest `message` kubelet is given (it lands in events and
+/// `kubectl describe`); longer ones are cut, with a note.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest `device` answer: a path (PATH_MAX).
+pub const MAX_DEVICE_BYTES: usize = 4096;
+/// Longest `volumeName` answer (kubelet ignores it; Kubernetes names are at
+/// most 253 characters).
+pub const MAX_VOLUME_NAME_BYTES: usize = 1024;
 
 /// One FlexVolume call, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -399,6 +409,41 @@ impl DriverStatus {
         }
     }
 
+    /// The answer as it may leave the host. Every string in it may carry
+    /// what a plugin chose, so, whatever path produced it:
+    /// - `message` has every secret scrubbed, control and bidirectional
+    ///   formatting characters replaced by spaces, and is cut to
+    ///   [`MAX_MESSAGE_BYTES`];
+    /// - `device` and `volumeName` are refused — the whole answer becomes a
+    ///   `Failure` — when they are too long, hold control characters, or
+    ///   hold a secret: kubelet stores a device in the Node object, so it is
+    ///   never scrubbed into something else, only withheld.
+    pub fn sanitized(mut self, secrets: &SecretSet, who: &str) -> DriverStatus {
+        let fields = [
+            ("device", self.device.as_deref(), MAX_DEVICE_BYTES),
+            (
+                "volumeName",
+                self.volume_name.as_deref(),
+                MAX_VOLUME_NAME_BYTES,
+            ),
+        ];
+        for (name, value, max) in fields {
+            if let Some(value) = value
+                && let Some(why) = answer_field_problem(value, max, secrets)
+            {
+                let mut refused = DriverStatus::failure(format!(
+                    "{who}: the plugin's answer was withheld from kubelet: its {name} {why}"
+                ));
+                refused.quiet_failure = self.quiet_failure;
+                return refused;
+            }
+        }
+        if let Some(m) = self.message.take() {
+            self.message = Some(clean_text(&secrets.redact(&m), MAX_MESSAGE_BYTES));
+        }
+        self
+    }
+
     /// The single line printed on stdout.
     pub fn to_json(&self) -> String {
         // Serialising this struct cannot fail (no maps with non-string keys,
@@ -411,9 +456,91 @@ impl DriverStatus {
     }
 }
 
+/// Why a `device` / `volumeName` value may not go to kubelet, if it may not.
+fn answer_field_problem(value: &str, max: usize, secrets: &SecretSet) -> Option<String> {
+    if value.len() > max {
+        return Some(format!("is {} bytes long (at most {max})", value.len()));
+    }
+    if value.chars().any(is_unprintable) {
+        return Some("holds control or formatting characters".into());
+    }
+    if secrets.found_in(value) {
+        return Some("holds a secret of this call".into());
+    }
+    None
+}
+
+/// Control characters, and the formatting characters that reorder or hide
+/// text in a terminal (bidirectional overrides, zero-width characters).
+fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `text` on one line, unprintable characters replaced by spaces, cut to
+/// at most `max` bytes (on a character boundary, with a note).
+pub fn clean_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut last_space = false;
+    for c in text.chars() {
+        let c = if is_unprintable(c) { ' ' } else { c };
+        // Runs of replaced characters become one space.
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    const CUT: &str = " […cut]";
+    if out.len() > max {
+        let mut end = max.saturating_sub(CUT.len());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(CUT);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_bounded_cleaned_and_never_carry_a_secret() {
+        let mut secrets = SecretSet::new();
+        secrets.add_str("Sup3rSecretValue");
+        let mut s = DriverStatus::success();
+        s.volume_name = Some("x".repeat(MAX_VOLUME_NAME_BYTES + 1));
+        let out = s.sanitized(&secrets, "acme/x getvolumename");
+        assert_eq!(out.status, Status::Failure);
+        assert!(out.message.as_deref().unwrap().contains("bytes long"));
+
+        let mut s = DriverStatus::success();
+        s.device = Some("/dev/sup3rsecretvalue".into());
+        s.quiet_failure = true;
+        let out = s.sanitized(&secrets, "acme/x attach");
+        assert_eq!(out.status, Status::Failure);
+        assert!(out.quiet_failure);
+        assert!(out.device.is_none());
+        assert!(!out.to_json().to_lowercase().contains("sup3r"));
+
+        let mut s = DriverStatus::success();
+        s.device = Some("/dev/loop1\u{202e}".into());
+        assert_eq!(s.sanitized(&secrets, "w").status, Status::Failure);
+
+        let f = DriverStatus::failure(format!(
+            "line1\nline2\u{1b}[31m\u{202e}evil SUP3R-SECRET-VALUE {}",
+            "y".repeat(10_000)
+        ))
+        .sanitized(&secrets, "w");
+        let m = f.message.unwrap();
+        assert!(m.len() <= MAX_MESSAGE_BYTES, "{}", m.len());
+        assert!(m.starts_with("line1 line2 [31m evil <redacted> yyy"), "{m}");
+        assert!(m.ends_with("[…cut]"));
+        assert!(!m.chars().any(is_unprintable));
+    }
 
     fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

@@ -15,7 +15,13 @@ use flexwasm::contract::{DriverStatus, Status};
 use flexwasm::driver_call;
 use flexwasm::layout::{DriverLayout, DriverName};
 use flexwasm::options::RawOptions;
+use flexwasm::secrets::SecretSet;
 use flexwasm::supervisor::{self, Supervisor};
+
+/// Every heap byte is counted, so a call can be held to its host memory
+/// budget (see `flexwasm::memory`).
+#[global_allocator]
+static ALLOCATOR: flexwasm::memory::CountingAlloc = flexwasm::memory::CountingAlloc;
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -69,8 +75,14 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
         layout.name,
         lossy.first().map(String::as_str).unwrap_or("")
     );
+    let prefix = prefix.trim_end().to_string();
+    // Decided once, from argv as kubelet sent it, before anything can fail:
+    // every Failure of a call that may carry secrets exits 0 (see
+    // `may_carry_secrets`).
+    let quiet = may_carry_secrets(raw_args);
+    let argv_secrets = secrets_of(&lossy);
     let abort_log = {
-        let (layout, args) = (layout.clone(), lossy.clone());
+        let (layout, args, secrets) = (layout.clone(), lossy.clone(), argv_secrets.clone());
         Box::new(move |status: &DriverStatus, code: i32| {
             log_call(
                 &layout,
@@ -78,12 +90,13 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
                 status,
                 code,
                 driver_call::CallReport::default(),
+                &secrets,
                 started,
             )
         })
     };
-    let supervisor = Supervisor::start(prefix.trim_end().to_string(), abort_log);
-    supervisor::set_quiet(!secrets_of(&lossy).is_empty());
+    let supervisor = Supervisor::start(prefix.clone(), abort_log);
+    supervisor::set_quiet(quiet);
 
     let args: Result<Vec<String>, _> = raw_args.iter().map(|a| a.clone().into_string()).collect();
     let (mut status, report) = match args {
@@ -98,34 +111,55 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
             driver_call::run(&layout, args, &supervisor)
         }))
         .unwrap_or_else(|_| {
-            let mut status = DriverStatus::failure(format!(
-                "flexwasm driver {}: internal error (a bug in flexwasm)",
-                layout.name
-            ));
-            status.quiet_failure = !secrets_of(&lossy).is_empty();
-            (status, driver_call::CallReport::default())
+            (
+                DriverStatus::failure(format!(
+                    "flexwasm driver {}: internal error (a bug in flexwasm)",
+                    layout.name
+                )),
+                driver_call::CallReport::default(),
+            )
         }),
     };
-    // A message must never carry a secret the call was given or configured.
-    let mut secrets = secrets_of(&lossy);
-    secrets.extend(report.secrets.iter().cloned());
-    if let Some(m) = status.message.take() {
-        status.message = Some(calllog::redact(&m, &secrets));
-    }
+    status.quiet_failure = quiet;
+    // Whatever path produced the answer, it leaves through here: bounded,
+    // cleaned, and never carrying a secret the call was given or configured.
+    let mut secrets = argv_secrets;
+    secrets.extend(&report.secrets);
+    let status = status.sanitized(&secrets, &prefix);
     let code = status.exit_code();
     if supervisor::answer(&status) {
-        log_call(&layout, &lossy, &status, code, report, started);
+        log_call(&layout, &lossy, &status, code, report, &secrets, started);
     }
     code
 }
 
+/// Whether argv may carry a Kubernetes secret, in which case a `Failure`
+/// exits 0: kubelet ignores the exit code of a Failure answer but logs the
+/// whole argv when it is not 0 (contract page §3). kubelet passes secrets
+/// only to `mount`, as `kubernetes.io/secret/<key>` options (Go's JSON
+/// encoder writes the key as is); any argv mentioning `secret`, in any
+/// case, is treated the same way — decided on the raw bytes, before any
+/// parsing that could fail.
+fn may_carry_secrets(raw_args: &[OsString]) -> bool {
+    let mentions_secret = raw_args.iter().any(|a| {
+        a.as_encoded_bytes()
+            .windows(6)
+            .any(|w| w.eq_ignore_ascii_case(b"secret"))
+    });
+    raw_args.first().is_some_and(|a| a == "mount") || mentions_secret
+}
+
 /// Every secret value in any argument that parses as options.
-fn secrets_of(args: &[String]) -> Vec<String> {
-    args.iter()
+fn secrets_of(args: &[String]) -> SecretSet {
+    let mut secrets = SecretSet::new();
+    for options in args
+        .iter()
         .filter(|a| a.trim_start().starts_with('{'))
         .filter_map(|a| RawOptions::parse(a).ok())
-        .flat_map(|o| o.secret_values())
-        .collect()
+    {
+        options.add_secrets_to(&mut secrets);
+    }
+    secrets
 }
 
 fn log_call(
@@ -134,17 +168,22 @@ fn log_call(
     status: &DriverStatus,
     exit_code: i32,
     report: driver_call::CallReport,
+    secrets: &SecretSet,
     started: Instant,
 ) {
-    // Secrets may sit in any argument that parses as options, or in the
-    // driver's config; scrub the whole record of them.
-    let mut secrets = secrets_of(args);
-    secrets.extend(report.secrets.iter().cloned());
+    // Options are logged with their secrets replaced; an argument that looks
+    // like options but does not parse is not logged at all (its secrets
+    // cannot be found in it).
     let logged_args: Vec<String> = args
         .iter()
-        .map(|a| match RawOptions::parse(a) {
-            Ok(o) if a.trim_start().starts_with('{') => o.redacted_json(),
-            _ => a.clone(),
+        .map(|a| {
+            if !a.trim_start().starts_with('{') {
+                return a.clone();
+            }
+            match RawOptions::parse(a) {
+                Ok(o) => o.redacted_json(),
+                Err(_) => format!("<options that do not parse, {} bytes, not logged>", a.len()),
+            }
         })
         .collect();
     let mut phases = report.phases;
@@ -152,6 +191,11 @@ fn log_call(
         phases.insert(0, (from.as_str(), 0.0));
     }
     let driver = layout.name.to_string();
+    // An unknown op is logged, but not at any length.
+    let op: String = args
+        .first()
+        .map(|a| a.chars().take(64).collect())
+        .unwrap_or_default();
     let record = CallRecord {
         ts: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -159,7 +203,7 @@ fn log_call(
             .unwrap_or_default(),
         driver: &driver,
         pid: std::process::id(),
-        op: args.first().map(String::as_str).unwrap_or(""),
+        op: &op,
         args: logged_args,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         status: match status.status {
@@ -175,7 +219,7 @@ fn log_call(
         plugin_stderr: report.plugin_stderr,
         phases,
     };
-    calllog::append(&layout.log_file, record, &secrets);
+    calllog::append(&layout.log_file, record, secrets);
 }
 
 #[derive(Parser)]

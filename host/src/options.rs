@@ -109,22 +109,17 @@ impl RawOptions {
         self.0.keys().any(|k| k.starts_with(SECRET_PREFIX))
     }
 
-    /// The option values that must never be written anywhere: each secret
-    /// as kubelet sent it (base64) and decoded (when it is UTF-8 text).
-    pub fn secret_values(&self) -> Vec<String> {
-        let mut out = Vec::new();
+    /// Add the option values that must never be written anywhere to
+    /// `secrets`: each secret as kubelet sent it (base64) and decoded.
+    pub fn add_secrets_to(&self, secrets: &mut crate::secrets::SecretSet) {
         for (k, v) in &self.0 {
             if k.starts_with(SECRET_PREFIX) && !v.is_empty() {
-                out.push(v.clone());
-                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(v)
-                    && let Ok(text) = String::from_utf8(bytes)
-                    && !text.is_empty()
-                {
-                    out.push(text);
+                secrets.add_str(v);
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(v.trim()) {
+                    secrets.add(&bytes);
                 }
             }
         }
-        out
     }
 
     /// The JSON object with every secret value replaced, for logs.
@@ -259,7 +254,9 @@ mod tests {
         assert_eq!(o.extra.len(), 1);
         assert_eq!(o.extra["size"], "1Gi");
         assert!(!raw.redacted_json().contains("czNjcjN0"));
-        assert_eq!(raw.secret_values(), vec!["czNjcjN0", "s3cr3t"]);
+        let mut secrets = crate::secrets::SecretSet::new();
+        raw.add_secrets_to(&mut secrets);
+        assert!(secrets.found_in("czNjcjN0") && secrets.found_in("S3CR3T"));
     }
 
     #[test]
