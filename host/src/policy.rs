@@ -25,6 +25,9 @@
 //! wait_for_attach_deadline_seconds = 30  # default: deadline_seconds; at most 540
 //!                                        # (9 min, below kubelet's 10 min kill)
 //! memory_mib = 64                        # guest memory cap; default 64, 1..=4096
+//! host_memory_mib = 64                   # what the plugin may make the host hold
+//!                                        # for it (HTTP headers, bodies, other
+//!                                        # resources); default 64, 8..=1024
 //! output_kib = 64                        # kept of the plugin's log, stdout and
 //!                                        # stderr, each; default 64, 1..=16384
 //!
@@ -43,7 +46,13 @@
 //! [mount]
 //! format = ["ext4", "xfs"]               # fs types the host may mkfs; default none
 //! block = ["ext4", "xfs"]                # fs types a block plan may mount; default none
-//! filesystem = ["tmpfs"]                 # fs types a filesystem plan may mount; default none
+//! filesystem = ["tmpfs"]                 # fs types a filesystem plan may mount; default none.
+//!                                        # Only types that need no device: filesystems on
+//!                                        # block devices (ext4, xfs, vfat, …, fuseblk) and
+//!                                        # kernel views of the node (proc, sysfs, devtmpfs,
+//!                                        # cgroup, debugfs, bpf, …; also overlay, which
+//!                                        # exposes host paths, and ramfs, which has no size
+//!                                        # limit) are refused
 //! options = ["noatime", "size", "mode"]  # mount option names (before '='); default none.
 //!                                        # "suid", "dev", "exec" only if listed; unless
 //!                                        # listed the host adds nosuid,nodev
@@ -125,6 +134,7 @@ pub struct RawLimits {
     pub deadline_seconds: Option<u64>,
     pub wait_for_attach_deadline_seconds: Option<u64>,
     pub memory_mib: Option<u64>,
+    pub host_memory_mib: Option<u64>,
     pub output_kib: Option<u64>,
 }
 
@@ -338,6 +348,7 @@ pub struct GrantLimits {
     pub wait_for_attach_deadline: Duration,
     pub memory_bytes: usize,
     pub output_bytes: usize,
+    pub host_memory_bytes: usize,
 }
 
 impl Default for GrantLimits {
@@ -347,6 +358,7 @@ impl Default for GrantLimits {
             wait_for_attach_deadline: Duration::from_secs(30),
             memory_bytes: 64 << 20,
             output_bytes: 64 << 10,
+            host_memory_bytes: 64 << 20,
         }
     }
 }
@@ -362,6 +374,7 @@ impl GrantLimits {
             },
             memory_bytes: self.memory_bytes,
             output_bytes: self.output_bytes,
+            host_memory_bytes: self.host_memory_bytes,
         }
     }
 }
@@ -495,25 +508,20 @@ impl Grant {
     /// there is none. `state_dir` anchors a relative loop image dir.
     pub fn load(driver_dir: &Path, state_dir: &Path) -> Result<Grant, PolicyError> {
         let path = driver_dir.join(POLICY_FILE);
-        match std::fs::metadata(&path) {
+        match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Grant::baseline()),
-            Err(e) => {
-                return Err(PolicyError::Read {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
-            Ok(m) if m.len() > MAX_POLICY_BYTES => {
-                return Err(PolicyError::Invalid {
-                    path,
-                    reason: format!("it is {} bytes, more than the 256 KiB allowed", m.len()),
-                });
-            }
-            Ok(_) => {}
+            _ => {}
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::Read {
+        // What the policy grants is what the host does as root: only root
+        // may be able to change it (see `crate::trust`).
+        let bytes =
+            crate::trust::read(&path, false, MAX_POLICY_BYTES).map_err(|e| PolicyError::Read {
+                path: path.clone(),
+                reason: format!("it is not trusted: {e}"),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| PolicyError::Invalid {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: "it is not UTF-8 text".into(),
         })?;
         Self::parse(&text, &path, state_dir)
     }
@@ -570,6 +578,8 @@ impl Grant {
                 wait_for_attach_deadline: Duration::from_secs(wfa),
                 memory_bytes: (range("memory_mib", l.memory_mib, 1, 4096, 64)? << 20) as usize,
                 output_bytes: (range("output_kib", l.output_kib, 1, 16384, 64)? << 10) as usize,
+                host_memory_bytes: (range("host_memory_mib", l.host_memory_mib, 8, 1024, 64)? << 20)
+                    as usize,
             };
         }
 
@@ -621,6 +631,10 @@ impl Grant {
             grant.format = fs_list("format", m.format)?;
             grant.block = fs_list("block", m.block)?;
             grant.filesystem = fs_list("filesystem", m.filesystem)?;
+            for f in &grant.filesystem {
+                check_filesystem_plan_type(f)
+                    .map_err(|why| invalid(format!("mount.filesystem: {why}")))?;
+            }
             for f in &grant.format {
                 if !crate::node::mkfs::is_supported_fs(f) {
                     return Err(invalid(format!(
@@ -720,6 +734,92 @@ impl Grant {
         }
         Ok(grant)
     }
+}
+
+/// Filesystems that live on a block device: a filesystem plan (no device
+/// checks, no claim) must never mount one.
+const BLOCK_FILESYSTEMS: &[&str] = &[
+    "ext2", "ext3", "ext4", "ext4dev", "xfs", "btrfs", "vfat", "msdos", "fat", "exfat", "ntfs",
+    "ntfs3", "iso9660", "udf", "squashfs", "erofs", "f2fs", "jfs", "reiserfs", "hfs", "hfsplus",
+    "minix", "nilfs2", "ocfs2", "gfs2", "zonefs", "fuseblk", "cramfs", "romfs", "ufs", "qnx4",
+    "qnx6", "sysv", "affs", "befs", "bfs", "efs", "hpfs", "omfs", "vxfs", "xenix", "bcachefs",
+    "jffs2", "ubifs",
+];
+
+/// Kernel views of the node, and filesystems that would expose host paths
+/// or have no size limit: a pod must never get one of these.
+const NODE_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "configfs",
+    "efivarfs",
+    "pstore",
+    "hugetlbfs",
+    "mqueue",
+    "binfmt_misc",
+    "fusectl",
+    "autofs",
+    "rpc_pipefs",
+    "nfsd",
+    "nsfs",
+    "pipefs",
+    "sockfs",
+    "selinuxfs",
+    "smackfs",
+    "apparmorfs",
+    "bdev",
+    "anon_inodefs",
+    "dax",
+    "cpuset",
+    "resctrl",
+    "rootfs",
+    "functionfs",
+    "usbfs",
+    "binder",
+    "ramfs",
+    "overlay",
+    "aufs",
+    "none",
+];
+
+/// Whether `fs_type` may be mounted by a filesystem plan: it needs no block
+/// device (by our list, and by the kernel's word in `/proc/filesystems`
+/// when it knows the type) and is not a view of the node.
+pub fn check_filesystem_plan_type(fs_type: &str) -> Result<(), String> {
+    let base = fs_type.split('.').next().unwrap_or(fs_type);
+    if BLOCK_FILESYSTEMS.contains(&base) {
+        return Err(format!(
+            "'{fs_type}' lives on a block device; mount it with a block plan (which checks the \
+             device), not a filesystem plan"
+        ));
+    }
+    if NODE_FILESYSTEMS.contains(&base) {
+        return Err(format!(
+            "'{fs_type}' would give a pod a view of the node (or host paths, or unbounded \
+             memory); it is never allowed"
+        ));
+    }
+    // The kernel marks every filesystem that needs no device "nodev".
+    if let Ok(known) = std::fs::read_to_string("/proc/filesystems") {
+        for line in known.lines() {
+            let mut fields = line.split_whitespace().rev();
+            if fields.next() == Some(fs_type) && fields.next() != Some("nodev") {
+                return Err(format!(
+                    "'{fs_type}' needs a block device (so says /proc/filesystems); mount it with \
+                     a block plan, not a filesystem plan"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replace `plugin_sha256 = "auto"` with the given plugin's hash (what
@@ -923,6 +1023,18 @@ mod tests {
             (
                 &format!("plugin_sha256 = \"{SHA}\"\n[mount]\noptions = [\"size=1\"]"),
                 "option name",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[mount]\nfilesystem = [\"ext4\"]"),
+                "block plan",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[mount]\nfilesystem = [\"devtmpfs\"]"),
+                "view of the node",
+            ),
+            (
+                &format!("plugin_sha256 = \"{SHA}\"\n[mount]\nfilesystem = [\"proc\"]"),
+                "view of the node",
             ),
             (
                 &format!("plugin_sha256 = \"{SHA}\"\n[config]\nx = 1.5"),

@@ -139,21 +139,7 @@ impl PrecompiledKey {
     }
 }
 
-/// Whether `path` is a regular file only root can change, in a directory
-/// only root can change. Symlinks are not followed.
-pub fn only_root_can_change(path: &Path) -> bool {
-    let safe = |meta: &fs::Metadata| meta.uid() == 0 && meta.mode() & 0o022 == 0;
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.file_type().is_file() || !safe(&meta) {
-        return false;
-    }
-    let Some(dir) = path.parent() else {
-        return false;
-    };
-    matches!(fs::symlink_metadata(dir), Ok(d) if d.file_type().is_dir() && safe(&d))
-}
+pub use crate::trust::only_root_can_change;
 
 /// Write `bytes` to `path` atomically (temp file in the same dir, fsync,
 /// rename) and return the new file's stamp.
@@ -208,12 +194,14 @@ fn read_error(path: &Path, source: std::io::Error) -> RuntimeError {
 /// vouch for it.
 pub fn identify(layout: &DriverLayout) -> Result<PluginIdentity, RuntimeError> {
     let path = layout.plugin_wasm();
-    let meta = fs::metadata(&path).map_err(|e| read_error(&path, e))?;
+    let meta = fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
+    // What runs as the plugin is what its file says: only root may be able
+    // to change it (the grant's SHA-256 pin is checked by the caller).
+    crate::trust::check(&path).map_err(|e| RuntimeError::Untrusted(e.to_string()))?;
     let stamp = FileStamp::of(&meta);
     let key = PrecompiledKey::read_trusted(&layout.precompiled_key());
     if let Some(k) = &key
         && k.wasm == stamp
-        && only_root_can_change(&path)
     {
         return Ok(PluginIdentity {
             sha256: k.wasm_sha256.clone(),

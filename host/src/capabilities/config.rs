@@ -4,14 +4,16 @@
 //! A `file = "/path"` value is read by the host at call time (at most
 //! 64 KiB), so credentials rotate without reinstalling; the plugin never
 //! gets a path to open. Values marked `secret` are handed over with that
-//! mark; [`secret_values`] lists them so the host scrubs them from the call
-//! log, from messages and from captured guest output.
+//! mark; [`secrets`] collects them so the host refuses them where they
+//! would leave the host and scrubs them from the call log, from messages and
+//! from captured guest output (see [`crate::secrets`]).
 
 use std::collections::BTreeMap;
 
 use crate::policy::{ConfigData, ConfigSource, ConfigValue};
 use crate::runtime::PluginHost;
 use crate::runtime::bindings::flexwasm::driver::config as wit;
+use crate::secrets::SecretSet;
 use wasmtime::component::{HasSelf, Linker};
 
 const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -33,24 +35,16 @@ pub fn resolve(key: &str, value: &ConfigValue) -> Result<ConfigData, String> {
         ConfigSource::Value(v) => Ok(v.clone()),
         ConfigSource::Unreadable(why) => Err(why.clone()),
         ConfigSource::File(path) => {
-            use std::io::Read;
-            let cannot = |why: String| {
-                format!(
-                    "config value {key:?}: the host cannot read its file {}: {why}",
-                    path.display()
-                )
-            };
-            let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
-            let mut bytes = Vec::new();
-            file.take(MAX_FILE_BYTES + 1)
-                .read_to_end(&mut bytes)
+            let cannot =
+                |why: String| format!("config value {key:?}: the host cannot use its file: {why}");
+            // Credentials decide what the plugin can reach: only root may be
+            // able to change them. A FIFO or device is refused before it
+            // could block the call (see `crate::trust`).
+            let bytes = crate::trust::read(path, true, MAX_FILE_BYTES)
                 .map_err(|e| cannot(e.to_string()))?;
-            if bytes.len() as u64 > MAX_FILE_BYTES {
-                return Err(cannot(format!("it is over {} KiB", MAX_FILE_BYTES >> 10)));
-            }
             String::from_utf8(bytes)
                 .map(ConfigData::Text)
-                .map_err(|_| cannot("it is not UTF-8 text".into()))
+                .map_err(|_| cannot(format!("{} is not UTF-8 text", path.display())))
         }
     }
 }
@@ -76,20 +70,16 @@ pub fn snapshot(values: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, Conf
         .collect()
 }
 
-/// Every secret config value, and each longer line of a multi-line one
-/// (a plugin may log a piece of a credentials file). Booleans and values
-/// under 4 bytes are not scrubbed: "true" or "1" is no secret, and
-/// scrubbing it would garble every log line.
-pub fn secret_values(values: &BTreeMap<String, ConfigValue>) -> Vec<String> {
-    let mut out = Vec::new();
+/// Every secret config value (each item of a list; booleans are no
+/// secret), and each longer line of a multi-line one, so that a plugin
+/// logging a piece of a credentials file is caught too.
+pub fn secrets(values: &BTreeMap<String, ConfigValue>) -> SecretSet {
+    let mut out = SecretSet::new();
     let mut text = |text: &str| {
         for line in text.lines().map(str::trim).filter(|l| l.len() >= 8) {
-            out.push(line.to_string());
+            out.add_str(line);
         }
-        // A value this short would scrub every such digit or word.
-        if text.trim().len() >= 4 {
-            out.push(text.trim().to_string());
-        }
+        out.add_str(text.trim());
     };
     for (key, v) in values.iter().filter(|(_, v)| v.secret) {
         match resolve(key, v) {

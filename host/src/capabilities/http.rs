@@ -58,6 +58,10 @@ pub struct HttpLogEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: f64,
+    /// Set while the exchange is still running: a call that ends (its
+    /// deadline, a trap) before a request finishes still logs it.
+    #[serde(skip)]
+    pub pending_since: Option<Instant>,
 }
 
 /// The send hook: shared by every request of one call.
@@ -143,6 +147,34 @@ pub fn classify(ip: IpAddr) -> AddressClass {
     }
 }
 
+/// The addresses of this node's interfaces (read once per process).
+fn node_addresses() -> &'static [IpAddr] {
+    static ADDRS: OnceLock<Vec<IpAddr>> = OnceLock::new();
+    ADDRS.get_or_init(|| {
+        nix::ifaddrs::getifaddrs()
+            .map(|addrs| {
+                addrs
+                    .filter_map(|a| a.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// Whether `ip` (IPv4-mapped forms included) is one of the node's own.
+pub fn is_node_address(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    node_addresses().contains(&ip)
+}
+
 impl Egress {
     pub fn new(grant: HttpGrant, deadline: Instant) -> Self {
         Egress {
@@ -155,24 +187,60 @@ impl Egress {
         }
     }
 
-    /// Requests made so far, in order.
+    /// Requests made so far, in order; one still running says so.
     pub fn log(&self) -> Vec<HttpLogEntry> {
-        match self.inner.log.lock() {
+        let mut entries = match self.inner.log.lock() {
             Ok(l) => l.clone(),
             Err(p) => p.into_inner().clone(),
+        };
+        for e in &mut entries {
+            if let Some(since) = e.pending_since.take() {
+                e.duration_ms = since.elapsed().as_secs_f64() * 1000.0;
+                e.error = Some(
+                    "it had not finished when the call ended (at its deadline, or the plugin \
+                     stopped)"
+                        .into(),
+                );
+            }
         }
+        entries
     }
 
-    fn record(&self, entry: HttpLogEntry) {
-        match self.inner.log.lock() {
-            Ok(mut l) => l.push(entry),
-            Err(p) => p.into_inner().push(entry),
+    /// Log `entry` as running; its slot, for [`Egress::finish`].
+    fn start(&self, entry: &HttpLogEntry) -> usize {
+        let mut pending = entry.clone();
+        pending.pending_since = Some(Instant::now());
+        let mut log = match self.inner.log.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        log.push(pending);
+        log.len() - 1
+    }
+
+    fn finish(&self, slot: usize, entry: HttpLogEntry) {
+        let mut log = match self.inner.log.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(e) = log.get_mut(slot) {
+            *e = entry;
         }
     }
 
     /// Why `ip` may not be contacted under this grant, if it may not.
     pub fn address_refusal(&self, ip: IpAddr) -> Option<String> {
         let g = &self.inner.grant;
+        // The node's own addresses reach the same services as loopback
+        // (kubelet's API, anything bound to 0.0.0.0): treated as loopback.
+        if classify(ip) == AddressClass::Routable && is_node_address(ip) {
+            return (!g.allow_loopback).then(|| {
+                format!(
+                    "{ip} is one of this node's own addresses, treated as loopback \
+                     (allow_loopback is not granted)"
+                )
+            });
+        }
         match classify(ip) {
             AddressClass::Routable => None,
             AddressClass::Loopback if g.allow_loopback => None,
@@ -235,7 +303,9 @@ impl Egress {
             denied: None,
             error: None,
             duration_ms: 0.0,
+            pending_since: None,
         };
+        let slot = self.start(&entry);
         let result = self.exchange(request, options, &mut entry).await;
         entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
@@ -246,7 +316,7 @@ impl Egress {
             }
             Err(_) => {}
         }
-        self.record(entry);
+        self.finish(slot, entry);
         result
     }
 
@@ -523,6 +593,9 @@ fn tls_error(e: std::io::Error, entry: &mut HttpLogEntry) -> HttpError {
     }
 }
 
+/// A bundle of a few hundred CAs is well under this.
+const MAX_CA_BUNDLE_BYTES: u64 = 4 << 20;
+
 /// The node's CA store plus the grant's bundle.
 fn build_tls(ca_bundle: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::CertificateDer;
@@ -535,15 +608,10 @@ fn build_tls(ca_bundle: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCo
     if let Some(path) = ca_bundle {
         // Whoever can change the bundle can add a CA and read every request
         // (tokens included), so it must be as protected as the host itself.
-        if nix::unistd::geteuid().is_root() && !crate::precompiled::only_root_can_change(path) {
-            return Err(format!(
-                "ca_bundle {} is not trusted: it must be a regular file owned by root, not \
-                 writable by group or others, in a directory with the same property",
-                path.display()
-            ));
-        }
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("reading ca_bundle {}: {e}", path.display()))?
+        let pem = crate::trust::read(path, true, MAX_CA_BUNDLE_BYTES)
+            .map_err(|e| format!("ca_bundle is not trusted: {e}"))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.map(CertificateDer::into_owned))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("parsing ca_bundle {}: {e}", path.display()))?;
         if certs.is_empty() {
@@ -625,6 +693,34 @@ mod tests {
         assert!(matches!(c("::"), AddressClass::Forbidden(_)));
         assert!(matches!(c("224.0.0.1"), AddressClass::Forbidden(_)));
         assert!(matches!(c("255.255.255.255"), AddressClass::Forbidden(_)));
+    }
+
+    #[test]
+    fn the_nodes_own_addresses_are_loopback() {
+        let own: Vec<IpAddr> = node_addresses()
+            .iter()
+            .copied()
+            .filter(|ip| classify(*ip) == AddressClass::Routable)
+            .collect();
+        let mut g = HttpGrant::deny_all();
+        let e = Egress::new(g.clone(), Instant::now());
+        for ip in &own {
+            let why = e
+                .address_refusal(*ip)
+                .expect("the node's own address is refused");
+            assert!(why.contains("this node's own"), "{why}");
+        }
+        g.allow_loopback = true;
+        let e = Egress::new(g, Instant::now());
+        for ip in &own {
+            assert_eq!(e.address_refusal(*ip), None);
+        }
+        // Any machine running this has at least one address besides
+        // loopback in CI; say so if not, rather than pass vacuously.
+        assert!(
+            !own.is_empty(),
+            "no routable interface address to test with"
+        );
     }
 
     #[test]
