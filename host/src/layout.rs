@@ -156,6 +156,15 @@ impl DriverLayout {
         self.state_dir.join("kv")
     }
 
+    /// The node-wide pool concurrent calls reserve memory from (beside the
+    /// drivers' state dirs, shared by all of them).
+    pub fn node_memory_pool_dir(&self) -> PathBuf {
+        self.state_dir
+            .parent()
+            .unwrap_or(&self.state_dir)
+            .join(".node/memory")
+    }
+
     /// The one directory the `loop` import may keep images in.
     pub fn loop_image_dir(&self) -> PathBuf {
         self.state_dir.join("images")

@@ -53,6 +53,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// How much of the guest's stdout, stderr and log is kept (each).
     pub output_bytes: usize,
+    /// What the plugin may make the host hold for it (see [`crate::memory`]).
+    pub host_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +63,7 @@ impl Default for Limits {
             deadline: Duration::from_secs(30),
             memory_bytes: 64 * 1024 * 1024,
             output_bytes: 64 * 1024,
+            host_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -77,6 +80,8 @@ pub enum RuntimeError {
     },
     #[error("{path} is not a valid WebAssembly component: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("refusing to run the plugin: {0}")]
+    Untrusted(String),
     #[error("plugin imports {0}, which flexwasm does not provide")]
     UnknownImport(String),
     #[error("plugin imports {0}, which its grant does not allow{hint}", hint = grant_hint(.1))]
@@ -91,6 +96,14 @@ pub enum RuntimeError {
     },
     #[error("plugin exceeded its memory limit of {limit_mib} MiB in {call} and was stopped")]
     Memory {
+        call: &'static str,
+        limit_mib: usize,
+    },
+    #[error(
+        "plugin made the host hold more than its host memory budget of {limit_mib} MiB in {call} \
+         (e.g. HTTP headers or other resources it kept) and was stopped"
+    )]
+    HostMemory {
         call: &'static str,
         limit_mib: usize,
     },
@@ -191,9 +204,22 @@ pub struct PluginHost {
     pub config: ConfigView,
     http_ctx: WasiHttpCtx,
     pub http: EgressHooks,
-    /// When the call's guest deadline passes; host calls that wait bound
+    /// When the call's deadline passes; host calls that wait bound
     /// themselves by it.
     pub deadline: Instant,
+}
+
+/// Most resources (HTTP fields, requests, bodies, streams, pollables…) a
+/// plugin may hold at once. A REST call uses about ten.
+const MAX_RESOURCES: usize = 4096;
+/// Most bytes one HTTP header map may hold (its in-memory size). REST
+/// APIs send a few KiB; a JWT or cookie is at most ~8 KiB.
+const MAX_HTTP_FIELDS_BYTES: usize = 64 << 10;
+
+impl PluginHost {
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
 }
 
 impl WasiHttpView for PluginHost {
@@ -236,8 +262,10 @@ fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), Runtim
     let l = &mut *linker;
     let r = match bare {
         "wasi:io/error" => w::io::error::add_to_linker::<T, HasTable>(l, |t| &mut t.table),
-        "wasi:io/poll" => w::io::poll::add_to_linker::<T, HasTable>(l, |t| &mut t.table),
-        "wasi:io/streams" => w::io::streams::add_to_linker::<T, HasTable>(l, |t| &mut t.table),
+        // Bounded by the call's deadline: a guest waiting here runs no wasm,
+        // so epoch interruption alone would not stop it.
+        "wasi:io/poll" => crate::capabilities::wasi_io::add_poll_to_linker(l),
+        "wasi:io/streams" => crate::capabilities::wasi_io::add_streams_to_linker(l),
         "wasi:clocks/wall-clock" => {
             w::clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)
         }
@@ -320,6 +348,7 @@ pub struct Plugin {
     engine: Engine,
     deadline: Duration,
     memory_mib: usize,
+    host_memory_mib: usize,
     pub loaded_from: LoadedFrom,
     pub phases: Vec<(&'static str, f64)>,
 }
@@ -330,14 +359,15 @@ fn ms(since: Instant) -> f64 {
 
 impl Plugin {
     /// Identify, check against the grant, load, link and instantiate the
-    /// driver's plugin.
+    /// driver's plugin. `deadline` ends the call: guest code, and every wait
+    /// of the guest in the host.
     pub fn load(
         layout: &DriverLayout,
         grant: &Grant,
         limits: &Limits,
+        deadline: Instant,
     ) -> Result<Self, RuntimeError> {
-        let started = Instant::now();
-        let t = started;
+        let t = Instant::now();
         let id = precompiled::identify(layout)?;
         if let Some(granted) = &grant.plugin_sha256
             && granted != &id.sha256
@@ -378,7 +408,6 @@ impl Plugin {
         phases.push(("link", ms(t)));
 
         let t = Instant::now();
-        let deadline = started + limits.deadline;
         let stdout = CappedOutput::new(limits.output_bytes);
         let stderr = CappedOutput::new(limits.output_bytes);
         // Defaults kept on purpose: stdin closed, no env, no args, no
@@ -387,9 +416,13 @@ impl Plugin {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http_ctx = WasiHttpCtx::new();
+        http_ctx.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         let host = PluginHost {
             wasi,
-            table: ResourceTable::new(),
+            table,
             memory: MemoryCap {
                 max_bytes: limits.memory_bytes,
                 used: 0,
@@ -399,7 +432,7 @@ impl Plugin {
             state: StateCapability::new(layout.kv_dir(), grant.state_quota.unwrap_or(0)),
             loops: LoopImages::new(grant.loop_image_dir.clone().unwrap_or_default()),
             config: ConfigView::new(grant.config.clone().unwrap_or_default()),
-            http_ctx: WasiHttpCtx::new(),
+            http_ctx,
             http: EgressHooks(Egress::new(
                 grant.http.clone().unwrap_or_else(HttpGrant::deny_all),
                 deadline,
@@ -408,6 +441,8 @@ impl Plugin {
         };
         let mut store = Store::new(&engine, host);
         store.limiter(|h| &mut h.memory);
+        // From here on the plugin can make the host allocate.
+        crate::memory::set_budget(&engine, limits.host_memory_bytes);
         // Instantiation runs guest start code: bound it too.
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
@@ -423,6 +458,7 @@ impl Plugin {
             engine,
             deadline: limits.deadline,
             memory_mib: limits.memory_bytes >> 20,
+            host_memory_mib: limits.host_memory_bytes >> 20,
             loaded_from,
             phases,
         })
@@ -437,11 +473,28 @@ impl Plugin {
         let t = Instant::now();
         let result = f(self.bindings.flexwasm_driver_driver(), &mut self.store);
         self.phases.push(("call", ms(t)));
+        if crate::memory::over_budget() {
+            // Even if the guest returned before the interruption hit it.
+            return Err(RuntimeError::HostMemory {
+                call,
+                limit_mib: self.host_memory_mib,
+            });
+        }
         result.map_err(|e| {
-            if matches!(
+            // Checked first: crossing the host budget interrupts the guest
+            // the way the deadline does.
+            if crate::memory::over_budget() {
+                RuntimeError::HostMemory {
+                    call,
+                    limit_mib: self.host_memory_mib,
+                }
+            } else if matches!(
                 e.downcast_ref::<wasmtime::Trap>(),
                 Some(wasmtime::Trap::Interrupt)
-            ) {
+            ) || e
+                .downcast_ref::<crate::capabilities::wasi_io::DeadlineReached>()
+                .is_some()
+            {
                 RuntimeError::Deadline {
                     call,
                     limit: self.deadline,
@@ -483,10 +536,15 @@ impl Plugin {
 fn trap_reason(e: &wasmtime::Error, guest_stderr: &str) -> String {
     // The first line of the chain says what happened; the wasm backtrace
     // that follows is for the log, not for `kubectl describe`.
-    let full = format!("{e:#}");
+    // A host function's error (a refused resource, a full table) is the
+    // root cause; wasmtime's own first line only says "error while
+    // executing".
     let trap = match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("{trap}"),
-        None => full.lines().next().unwrap_or("unknown error").to_string(),
+        None => {
+            let root = e.root_cause().to_string();
+            root.lines().next().unwrap_or("unknown error").to_string()
+        }
     };
     let panic = guest_stderr
         .rfind("panicked at ")

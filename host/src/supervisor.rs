@@ -11,10 +11,16 @@
 //!   child processes, answers `Failure` ("interrupted") and exits at once.
 //!   The signals are blocked in every thread and taken by one thread with
 //!   `sigwait`, so no code runs in signal context.
-//! - **Watchdog.** The guest's deadline is enforced by epoch interruption,
-//!   which cannot interrupt a host function in progress. The watchdog bounds
-//!   the whole process: when it fires, the call is answered `Failure` and the
-//!   process exits.
+//! - **Watchdog.** Every call has one deadline (the grant's
+//!   `deadline_seconds`): the guest is interrupted at it, its waits in the
+//!   host end at it, node tools are killed at it. The watchdog is the
+//!   backstop for anything that still runs: at the deadline plus
+//!   [`ANSWER_GRACE`] the call is answered `Failure`, child processes are
+//!   killed, and the process exits. So no call answers later than its
+//!   deadline plus [`ANSWER_GRACE`].
+//! - **Out of memory.** When the host's own heap goes past its last-resort
+//!   limit ([`crate::memory`]), [`out_of_memory`] writes an answer prepared
+//!   at start (no allocation) and exits.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -37,6 +43,14 @@ static STDOUT: Mutex<Option<std::fs::File>> = Mutex::new(None);
 static ON_ABORT: OnceLock<Box<dyn Fn(&DriverStatus, i32) + Send + Sync>> = OnceLock::new();
 /// Names the driver and op in an abort's message.
 static PREFIX: OnceLock<String> = OnceLock::new();
+/// The real stdout, as a raw descriptor, for [`out_of_memory`].
+static RAW_STDOUT: AtomicI32 = AtomicI32::new(1);
+/// The answer [`out_of_memory`] writes, rendered at start.
+static OOM_ANSWER: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// How long past its deadline a call may take to answer: time to stop the
+/// guest or a tool, write the answer and the log line.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 pub struct Supervisor;
 
@@ -65,6 +79,18 @@ impl Supervisor {
             let _ = nix::unistd::dup2_stdout(&null);
             let _ = nix::unistd::dup2_stderr(&null);
         }
+        if let Some(f) = &saved {
+            use std::os::fd::AsRawFd;
+            RAW_STDOUT.store(f.as_raw_fd(), Ordering::SeqCst);
+        }
+        let mut oom = DriverStatus::failure(format!(
+            "{prefix}: the plugin made the host use more memory than its budget allows \
+             ([limits] host_memory_mib); stopped"
+        ))
+        .to_json()
+        .into_bytes();
+        oom.push(b'\n');
+        let _ = OOM_ANSWER.set(oom);
         let _ = PREFIX.set(prefix);
         if let Ok(mut slot) = STDOUT.lock() {
             *slot = saved;
@@ -87,13 +113,19 @@ impl Supervisor {
         Supervisor
     }
 
-    /// Bound the whole process: after `limit`, answer `Failure` and exit.
-    pub fn arm_watchdog(&self, limit: Duration, what: String) {
+    /// Bound the whole process: [`ANSWER_GRACE`] after `deadline`, answer
+    /// `Failure` and exit. `limit` is the deadline as configured, for the
+    /// message.
+    pub fn arm_watchdog(&self, deadline: std::time::Instant, limit: Duration, what: String) {
         let _ = std::thread::Builder::new()
             .name("flexwasm-watchdog".into())
             .spawn(move || {
-                std::thread::sleep(limit);
-                abort(&format!("{what} did not finish within {limit:?}; stopped"));
+                std::thread::sleep(
+                    (deadline + ANSWER_GRACE).saturating_duration_since(std::time::Instant::now()),
+                );
+                abort(&format!(
+                    "{what} did not finish within its {limit:?} deadline; stopped"
+                ));
             });
     }
 }
@@ -120,6 +152,30 @@ fn abort(message: &str) -> ! {
         log(&status, status.exit_code());
     }
     std::process::exit(ANSWER_CODE.load(Ordering::SeqCst));
+}
+
+/// The host's heap went past its last-resort limit: answer with the
+/// prepared message and exit, allocating nothing (this runs inside the
+/// global allocator).
+pub fn out_of_memory() -> ! {
+    crate::node::exec::cancel_all();
+    if !ANSWERED.swap(true, Ordering::SeqCst)
+        && let Some(line) = OOM_ANSWER.get()
+    {
+        // SAFETY: `line` is a live, immutable buffer of `line.len()` bytes;
+        // write(2) only reads it. The descriptor is our saved stdout (or 1).
+        unsafe {
+            libc::write(
+                RAW_STDOUT.load(Ordering::SeqCst),
+                line.as_ptr().cast(),
+                line.len(),
+            )
+        };
+    }
+    let code = if QUIET.load(Ordering::SeqCst) { 0 } else { 1 };
+    // SAFETY: _exit(2) ends the process without running destructors or
+    // atexit handlers, which could allocate; that is the point here.
+    unsafe { libc::_exit(code) }
 }
 
 /// Write the one answer; false if an answer was already given.

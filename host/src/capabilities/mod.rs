@@ -14,3 +14,4 @@ pub mod log;
 pub mod loop_images;
 pub mod output;
 pub mod state;
+pub mod wasi_io;
