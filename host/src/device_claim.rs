@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::layout::DriverName;
 use crate::node::{blockdev, mountinfo};
 use crate::policy::Grant;
 
@@ -107,11 +108,22 @@ fn owned(dev: &blockdev::BlockDevice, grant: &Grant) -> bool {
     })
 }
 
+/// Where a device to be mounted may already be mounted.
+#[derive(Debug, Clone, Copy)]
+pub struct MountedOnlyAt<'a> {
+    /// The path it is (about to be) mounted at.
+    pub target: &'a Path,
+    /// Whose pod volume dirs may hold binds of it: an attachable volume is
+    /// mounted once at its device mount path and bound into each pod.
+    pub driver: &'a DriverName,
+}
+
 /// Check that the plugin may use block device `dev` (already resolved to
-/// a block device under /dev). `mount_target`: the path it is about to be
-/// mounted at, if this is for a mount — it must then not be mounted
-/// anywhere else.
-pub fn check(dev: &Path, grant: &Grant, mount_target: Option<&Path>) -> Result<(), String> {
+/// a block device under /dev). `mount`: for a mount, where it goes — it
+/// must then not be mounted anywhere else (but binds of it in the driver's
+/// pod volume dirs).
+pub fn check(dev: &Path, grant: &Grant, mount: Option<MountedOnlyAt<'_>>) -> Result<(), String> {
+    let mount_target = mount.map(|m| m.target);
     let info = blockdev::get(dev)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} is not a block device known to sysfs", dev.display()))?;
@@ -168,9 +180,13 @@ pub fn check(dev: &Path, grant: &Grant, mount_target: Option<&Path>) -> Result<(
     if let Some(target) = mount_target {
         let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
         // btrfs reports an anonymous 0:N device number: compare sources too.
+        let driver = mount.map(|m| m.driver);
         if let Some(m) = entries.iter().find(|m| {
             ((m.major, m.minor) == (info.major, info.minor) || Path::new(&m.source) == dev)
                 && m.mount_point != target
+                && !driver.is_some_and(|d| {
+                    crate::kubelet_paths::parse_pod_volume_dir(&m.mount_point, d).is_some()
+                })
         }) {
             return Err(format!(
                 "{} is already mounted at {}; a volume's device is mounted in one place only",

@@ -5,28 +5,61 @@
 //! the host decides whether that is acceptable and does it. Whatever the
 //! plugin returns, the host:
 //! - mounts only at the path kubelet passed;
-//! - accepts only block devices under `/dev` (symlinks resolved);
+//! - accepts only block devices under `/dev` (symlinks resolved) that the
+//!   grant lets this driver claim ([`crate::device_claim`]);
 //! - never runs mkfs on a device holding a filesystem or a partition
 //!   table, nor on a read-only volume;
 //! - formats and mounts only the filesystem types the grant lists, and
-//!   only the mount options it lists (`suid`, `dev`, `exec` included);
-//!   `bind`, `remount` and propagation changes are never allowed; adds
-//!   `nosuid,nodev` unless `suid` / `dev` were granted and asked for;
+//!   only the mount options it lists (`suid`, `dev`, `exec` included), with
+//!   values that make sense for the filesystem; `bind`, `remount` and
+//!   propagation changes are never allowed; adds `nosuid,nodev` unless
+//!   `suid` / `dev` were granted and asked for;
+//! - never lets a filesystem plan mount a block device;
+//! - never puts a secret where others can read it (mount table, a tool's
+//!   command line, kubelet's answer: see [`crate::secrets`]);
 //! - treats repeating a call that already succeeded as success.
+//!
+//! **No answer hands kubelet privileged work the host would refuse.**
+//! When a driver answers "Not supported", kubelet does the default itself:
+//! formats and mounts whatever device it was given, bind-mounts the pod
+//! dir (dropping `nosuid,nodev`), grows a filesystem on a device path,
+//! records a volume as grown. So the host never passes "Not supported" on
+//! for those calls; it does the default itself, through the same checks as
+//! a plan, or fails (see [`dispatch`]):
+//!
+//! | op | plugin answers "Not supported" | host answers |
+//! |---|---|---|
+//! | `waitforattach` | kubelet would use the device from `attach` | that device, if this driver may claim it |
+//! | `mountdevice` | kubelet would format and mount it | formats (if blank) and mounts it as a plan would |
+//! | `mount` | kubelet would bind-mount, losing `nosuid,nodev` | binds the device mount with its flags (`ro` when read-only) |
+//! | `unmount`, `unmountdevice` | kubelet would unmount | the host has already unmounted |
+//! | `expandfs` | kubelet would grow the fs on the device path | grows it, checked as after a plugin's expandfs |
+//! | `expandvolume` | kubelet would record the new size | `Failure`: nothing was grown |
+//!
+//! `init`, `getvolumename`, `attach`, `detach` and `isattached` may answer
+//! "Not supported": kubelet's defaults there do nothing privileged (and
+//! every device kubelet later acts on comes from `waitforattach`).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::calllog::PluginLogLine;
 use crate::capabilities::http::HttpLogEntry;
 use crate::contract::{ArgvError, Call, CapabilitiesJson, DriverStatus, parse_call};
 use crate::device_claim;
+use crate::device_mounts::{self, DeviceMount};
+use crate::kubelet_paths;
 use crate::layout::DriverLayout;
 use crate::node::{self, NodeError, blockdev, mkfs, mountinfo};
 use crate::options::{RawOptions, VolumeOptions};
 use crate::policy::{Grant, PolicyError};
 use crate::precompiled::LoadedFrom;
 use crate::runtime::{Plugin, RuntimeError, wit};
+use crate::secrets::SecretSet;
 use crate::supervisor::Supervisor;
+
+/// The filesystem kubelet formats a device with when the volume names none.
+const KUBELET_DEFAULT_FS: &str = "ext4";
 
 /// Mount options no grant can allow: they change what kind of mount this
 /// is (a bind of some other host path, a remount of something else, mount
@@ -53,7 +86,7 @@ const RESTRICTIVE_MOUNT_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "noexec"];
 #[derive(Default)]
 pub struct CallReport {
     /// Values that must not appear anywhere (secret config values).
-    pub secrets: Vec<String>,
+    pub secrets: crate::secrets::SecretSet,
     pub http: Vec<crate::capabilities::http::HttpLogEntry>,
     pub plugin_log: Vec<PluginLogLine>,
     pub plugin_stdout: String,
@@ -117,10 +150,9 @@ pub fn run(
             );
         }
     };
-    let quiet = call.options().is_some_and(RawOptions::has_secrets);
     let mut report = CallReport::default();
     let result = run_call(layout, &call, supervisor, &mut report);
-    let mut status = match result {
+    let status = match result {
         Ok(status) => status,
         Err(CallError::NotSupported) => DriverStatus::not_supported(format!(
             "driver {} does not support {}",
@@ -151,7 +183,6 @@ pub fn run(
             ))
         }
     };
-    status.quiet_failure = quiet;
     (status, report)
 }
 
@@ -192,12 +223,21 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// What every step of a call checks against.
+struct CallContext<'a> {
+    layout: &'a DriverLayout,
+    grant: &'a Grant,
+    /// Every secret of the call: kubelet's and the config's.
+    secrets: SecretSet,
+}
+
 fn run_call(
     layout: &DriverLayout,
     call: &Call,
     supervisor: &Supervisor,
     report: &mut CallReport,
 ) -> CallResult {
+    let started = Instant::now();
     // Validate everything kubelet gave us before starting the plugin.
     let options = call.options().map(resolve_options).transpose()?;
     let wopts = options.as_ref().map(to_wit_options);
@@ -206,28 +246,36 @@ fn run_call(
         // Config files are read once: the plugin sees, and the log is
         // scrubbed of, the same contents even if a file changes mid-call.
         *config = crate::capabilities::config::snapshot(config);
-        report.secrets = crate::capabilities::config::secret_values(config);
+        report.secrets = crate::capabilities::config::secrets(config);
+    }
+    let mut secrets = report.secrets.clone();
+    if let Some(o) = call.options() {
+        o.add_secrets_to(&mut secrets);
     }
     let limits = grant.limits.for_op(call.op());
-    // The guest's deadline is enforced inside the runtime; this bounds the
-    // whole process, host work included (the tools have their own timeouts;
-    // the watchdog must never cut one short and leave a half-made mkfs).
-    // Worst case of the tools a call may run: two probes, mkfs and a
-    // verifying probe (30 + 30 + 300 + 30 s), or a resize (600 s).
-    let host_work = match call {
-        Call::MountDevice { .. } | Call::Mount { .. } | Call::ExpandFs { .. } => {
-            std::time::Duration::from_secs(660)
-        }
-        _ => std::time::Duration::from_secs(15),
-    };
-    supervisor.arm_watchdog(
-        limits.deadline + host_work,
-        format!("the {} call", call.op()),
-    );
+    // One deadline for the whole call: the guest is interrupted at it, its
+    // waits in the host end at it, node tools are killed at it; the
+    // watchdog answers at most `ANSWER_GRACE` later, whatever still runs.
+    let deadline = started + limits.deadline;
+    supervisor.arm_watchdog(deadline, limits.deadline, format!("the {} call", call.op()));
+    node::exec::set_call_deadline(deadline);
 
-    let mut plugin = Plugin::load(layout, &grant, &limits)?;
+    // The call's worst case must fit in the node's pool before the plugin
+    // may grow into it.
+    let _share = crate::memory::reserve_node_share(
+        &layout.node_memory_pool_dir(),
+        ((limits.memory_bytes + limits.host_memory_bytes) >> 20) as u64,
+        deadline,
+    )
+    .map_err(refused)?;
+    let mut plugin = Plugin::load(layout, &grant, &limits, deadline)?;
     report.loaded_from = Some(plugin.loaded_from);
-    let result = dispatch(&mut plugin, &grant, call, options.as_ref(), wopts);
+    let ctx = CallContext {
+        layout,
+        grant: &grant,
+        secrets,
+    };
+    let result = dispatch(&mut plugin, &ctx, call, options.as_ref(), wopts);
     let host = plugin.host();
     report.http = host.http.0.log();
     report.plugin_log = std::mem::take(&mut host.log.lines);
@@ -245,15 +293,27 @@ fn run_call(
     result
 }
 
+/// The local node's name as kubelet derives it by default: the hostname,
+/// lowercased.
+fn this_node_name() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()?
+        .into_string()
+        .ok()
+        .map(|h| h.to_lowercase())
+}
+
 fn dispatch(
     plugin: &mut Plugin,
-    grant: &Grant,
+    ctx: &CallContext<'_>,
     call: &Call,
     options: Option<&VolumeOptions>,
     wopts: Option<wit::VolumeOptions>,
 ) -> CallResult {
+    let grant = ctx.grant;
     // `options()` is Some exactly for the calls that carry options.
     let wopts = move || wopts.ok_or_else(|| refused("internal: options missing"));
+    let read_only = options.is_some_and(|o| o.read_only);
     match call {
         Call::Init => {
             let caps = plugin_answer(plugin.call("init", |g, s| g.call_init(s))?)?;
@@ -278,21 +338,23 @@ fn dispatch(
         Call::Attach { node, .. } => {
             let o = wopts()?;
             let device = plugin_answer(plugin.call("attach", |g, s| g.call_attach(s, &o, node))?)?;
-            if device.is_empty() {
-                return Err(CallError::Plugin(
-                    "plugin returned an empty device path".into(),
-                ));
-            }
+            check_attach_device(ctx, &device, node)?;
             let mut status = DriverStatus::success();
             status.device = Some(device);
             Ok(status)
         }
         Call::WaitForAttach { device, .. } => {
             let o = wopts()?;
-            let locator = plugin_answer(plugin.call("waitforattach", |g, s| {
+            let answer = plugin.call("waitforattach", |g, s| {
                 g.call_wait_for_attach(s, device, &o)
-            })?)?;
-            let dev = resolve_locator(plugin, grant, &locator)?;
+            })?;
+            let dev = match answer {
+                Ok(locator) => resolve_locator(plugin, grant, &locator)?,
+                // kubelet's default: the device `attach` reported. Handed on
+                // only if this driver may claim it on this node.
+                Err(wit::DriverError::NotSupported) => default_wait_for_attach(grant, device)?,
+                Err(wit::DriverError::Failure(msg)) => return Err(CallError::Plugin(msg)),
+            };
             let mut status = DriverStatus::success();
             status.device = Some(path_str(&dev));
             Ok(status)
@@ -312,30 +374,70 @@ fn dispatch(
         Call::MountDevice {
             mount_path, device, ..
         } => {
-            let read_only = options.is_some_and(|o| o.read_only);
             let target = existing_dir(mount_path, "device mount path")?;
             let o = wopts()?;
             let mp = path_str(mount_path);
-            let plan = plugin_answer(plugin.call("mountdevice", |g, s| {
+            let answer = plugin.call("mountdevice", |g, s| {
                 g.call_mount_device(s, &mp, device, &o)
-            })?)?;
-            mount_block(grant, &plan, &target, read_only)?;
+            })?;
+            let plan = match answer {
+                Ok(plan) => plan,
+                // kubelet's default: format (if blank) and mount the device
+                // with the volume's fsType, ext4 when none — here through
+                // every check a plan gets.
+                Err(wit::DriverError::NotSupported) => wit::BlockPlan {
+                    device: device.clone(),
+                    fs_type: options
+                        .and_then(|o| o.fs_type.clone())
+                        .unwrap_or_else(|| KUBELET_DEFAULT_FS.to_string()),
+                    mkfs_options: Vec::new(),
+                    mount_options: Vec::new(),
+                },
+                Err(wit::DriverError::Failure(msg)) => return Err(CallError::Plugin(msg)),
+            };
+            let mounted = mount_block(ctx, &plan, &target, read_only)?;
+            device_mounts::record(
+                ctx.layout,
+                &DeviceMount {
+                    path: mount_path.clone(),
+                    device: mounted,
+                    fs_type: plan.fs_type.trim().to_string(),
+                },
+            )
+            .map_err(|e| {
+                refused(format!(
+                    "mounted, but cannot record the mount in {}: {e}",
+                    ctx.layout.state_dir.display()
+                ))
+            })?;
             Ok(DriverStatus::success())
         }
         Call::UnmountDevice { mount_path } => {
-            unmount_then_hook(plugin, mount_path, "unmountdevice", |g, s, p| {
+            let status = unmount_then_hook(plugin, mount_path, "unmountdevice", |g, s, p| {
                 g.call_unmount_device(s, p)
-            })
+            })?;
+            device_mounts::forget(ctx.layout, mount_path).map_err(|e| {
+                refused(format!(
+                    "unmounted, but cannot forget the mount in {}: {e}",
+                    ctx.layout.state_dir.display()
+                ))
+            })?;
+            Ok(status)
         }
         Call::Mount { dir, .. } => {
-            let read_only = options.is_some_and(|o| o.read_only);
             let target = existing_dir(dir, "pod volume dir")?;
             let o = wopts()?;
             let d = path_str(dir);
-            let plan = plugin_answer(plugin.call("mount", |g, s| g.call_mount(s, &d, &o))?)?;
-            match &plan {
-                wit::MountPlan::Block(block) => mount_block(grant, block, &target, read_only)?,
-                wit::MountPlan::Filesystem(fs) => mount_filesystem(grant, fs, &target, read_only)?,
+            match plugin.call("mount", |g, s| g.call_mount(s, &d, &o))? {
+                Ok(wit::MountPlan::Block(block)) => {
+                    mount_block(ctx, &block, &target, read_only)?;
+                }
+                Ok(wit::MountPlan::Filesystem(fs)) => {
+                    mount_filesystem(ctx, &fs, &target, read_only)?
+                }
+                // kubelet's default is this bind, minus the flags.
+                Err(wit::DriverError::NotSupported) => bind_device_mount(ctx, &target, read_only)?,
+                Err(wit::DriverError::Failure(msg)) => return Err(CallError::Plugin(msg)),
             }
             Ok(DriverStatus::success())
         }
@@ -349,10 +451,15 @@ fn dispatch(
             ..
         } => {
             let o = wopts()?;
-            plugin_answer(plugin.call("expandvolume", |g, s| {
+            match plugin.call("expandvolume", |g, s| {
                 g.call_expand_volume(s, &o, mount_path, *new_size, *old_size)
-            })?)?;
-            Ok(DriverStatus::success())
+            })? {
+                Ok(()) => Ok(DriverStatus::success()),
+                Err(wit::DriverError::NotSupported) => Err(refused(format!(
+                    "the driver cannot expand volumes, so the volume was not grown to {new_size} bytes"
+                ))),
+                Err(wit::DriverError::Failure(msg)) => Err(CallError::Plugin(msg)),
+            }
         }
         Call::ExpandFs {
             device,
@@ -363,13 +470,157 @@ fn dispatch(
         } => {
             let o = wopts()?;
             let mp = path_str(mount_path);
-            plugin_answer(plugin.call("expandfs", |g, s| {
+            match plugin.call("expandfs", |g, s| {
                 g.call_expand_fs(s, &o, device, &mp, *new_size, *old_size)
-            })?)?;
-            grow_mounted_filesystem(grant, device, mount_path)?;
+            })? {
+                // The plugin made the device bigger, or has nothing to do
+                // first (kubelet's default): either way the host grows the
+                // filesystem, checked.
+                Ok(()) | Err(wit::DriverError::NotSupported) => {}
+                Err(wit::DriverError::Failure(msg)) => return Err(CallError::Plugin(msg)),
+            }
+            grow_mounted_filesystem(ctx, device, mount_path)?;
             Ok(DriverStatus::success())
         }
     }
+}
+
+/// The device `attach` reports is stored in the Node object and handed to
+/// `waitforattach` on the node, which the host answers itself, checked. It
+/// must still be a clean path under `/dev`; and when the volume is
+/// attached to this very node (a single node, or the controller-manager on
+/// the node it attaches to), it must be a device this driver may claim.
+fn check_attach_device(ctx: &CallContext<'_>, device: &str, node: &str) -> Result<(), CallError> {
+    let p = Path::new(device);
+    let clean = device.starts_with("/dev/")
+        && device.len() <= crate::contract::MAX_DEVICE_BYTES
+        && !p.components().any(|c| c == std::path::Component::ParentDir)
+        && !device.chars().any(char::is_control);
+    if !clean {
+        return Err(CallError::Plugin(
+            "plugin's attach answered a device that is not a plain path under /dev/".into(),
+        ));
+    }
+    if ctx.secrets.found_in(device) {
+        return Err(refused(
+            "plugin's attach answered a device path that holds a secret of this call; not passing it on",
+        ));
+    }
+    if this_node_name().as_deref() == Some(node.to_lowercase().as_str()) {
+        let dev = blockdev::resolve_block_device(p)?;
+        device_claim::check(&dev, ctx.grant, None).map_err(refused)?;
+    }
+    Ok(())
+}
+
+/// For the claim check of a mount at `target` by this driver.
+fn only_at<'a>(ctx: &'a CallContext<'_>, target: &'a Path) -> device_claim::MountedOnlyAt<'a> {
+    device_claim::MountedOnlyAt {
+        target,
+        driver: &ctx.layout.name,
+    }
+}
+
+/// kubelet's `waitforattach` default, checked: the device from `attach`.
+fn default_wait_for_attach(grant: &Grant, device: &str) -> Result<PathBuf, CallError> {
+    if device.is_empty() {
+        return Err(refused(
+            "the driver does not implement waitforattach and attach reported no device",
+        ));
+    }
+    let dev = blockdev::resolve_block_device(Path::new(device))?;
+    device_claim::check(&dev, grant, None).map_err(refused)?;
+    Ok(dev)
+}
+
+/// `mount` of an attachable driver without a mount of its own: bind the
+/// volume's device mount into the pod dir, with the device mount's flags
+/// (`nosuid`, `nodev`, `noexec`, atime) and `ro` when the volume is
+/// read-only — what kubelet's default does, minus losing the flags.
+fn bind_device_mount(
+    ctx: &CallContext<'_>,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), CallError> {
+    let name = &ctx.layout.name;
+    let pod = kubelet_paths::parse_pod_volume_dir(target, name).ok_or_else(|| {
+        refused(format!(
+            "the driver does not implement mount, and {} is not a pod volume dir of {name} \
+             (<kubelet-root>/pods/<uid>/volumes/{}/<volume>), so its device mount cannot be found",
+            target.display(),
+            name.dir_name()
+        ))
+    })?;
+    let source = kubelet_paths::device_mount_path(&pod.kubelet_root, name, &pod.volume);
+    let recorded = device_mounts::lookup(ctx.layout, &source).ok_or_else(|| {
+        refused(format!(
+            "the driver does not implement mount, and mountdevice mounted nothing at {} for \
+             volume {}",
+            source.display(),
+            pod.volume
+        ))
+    })?;
+    let mounted = mountinfo::mount_at(&source)?.ok_or_else(|| {
+        refused(format!(
+            "{} is no longer mounted (it was {} from {}); run mountdevice again",
+            source.display(),
+            recorded.fs_type,
+            recorded.device.display()
+        ))
+    })?;
+    let numbers = blockdev::dev_numbers(&recorded.device)?;
+    if (mounted.major, mounted.minor) != numbers && Path::new(&mounted.source) != recorded.device {
+        return Err(refused(format!(
+            "{} is mounted from {}, not from {} as mountdevice left it; not binding it into a pod",
+            source.display(),
+            mounted.source,
+            recorded.device.display()
+        )));
+    }
+    if let Some(existing) = mountinfo::mount_at(target)? {
+        if existing.mount_id != mounted.mount_id
+            && (existing.major, existing.minor) == (mounted.major, mounted.minor)
+            && existing.is_read_only() == (read_only || mounted.is_read_only())
+        {
+            return Ok(()); // already done: idempotent
+        }
+        return Err(refused(format!(
+            "{} is already mounted from {} ({})",
+            target.display(),
+            existing.source,
+            existing.fs_type
+        )));
+    }
+    device_claim::check(&recorded.device, ctx.grant, Some(only_at(ctx, &source)))
+        .map_err(refused)?;
+    const CARRIED: &[&str] = &[
+        "ro",
+        "nosuid",
+        "nodev",
+        "noexec",
+        "noatime",
+        "nodiratime",
+        "relatime",
+        "strictatime",
+        "nosymfollow",
+    ];
+    let mut options = vec!["bind".to_string()];
+    options.extend(
+        mounted
+            .options
+            .iter()
+            .filter(|o| CARRIED.contains(&o.as_str()))
+            .cloned(),
+    );
+    let source_str = path_str(&source);
+    node::mount::mount(node::mount::MountRequest {
+        source: &source_str,
+        target,
+        fs_type: "",
+        options: &options,
+        read_only,
+    })?;
+    Ok(())
 }
 
 /// `unmount` / `unmountdevice`: the host unmounts whatever is at `path`,
@@ -442,19 +693,32 @@ fn resolve_locator(
 }
 
 fn describe_locator(locator: &wit::DeviceLocator) -> String {
+    let short = |s: &str| s.chars().take(256).collect::<String>();
     match locator {
-        wit::DeviceLocator::Path(p) => format!("path {p}"),
-        wit::DeviceLocator::Serial(s) => format!("serial {s}"),
-        wit::DeviceLocator::Wwn(w) => format!("WWN {w}"),
-        wit::DeviceLocator::LoopImage(n) => format!("loop image {n} (it is not attached)"),
-        wit::DeviceLocator::LoopBackingFile(f) => format!("a loop device backed by {f}"),
-        wit::DeviceLocator::Link(l) => format!("link {l}"),
+        wit::DeviceLocator::Path(p) => format!("path {}", short(p)),
+        wit::DeviceLocator::Serial(s) => format!("serial {}", short(s)),
+        wit::DeviceLocator::Wwn(w) => format!("WWN {}", short(w)),
+        wit::DeviceLocator::LoopImage(n) => {
+            format!("loop image {} (it is not attached)", short(n))
+        }
+        wit::DeviceLocator::LoopBackingFile(f) => {
+            format!("a loop device backed by {}", short(f))
+        }
+        wit::DeviceLocator::Link(l) => format!("link {}", short(l)),
     }
 }
 
-/// Check a plugin's mount options one by one against the grant; add
-/// `nosuid,nodev` unless `suid` / `dev` were granted and asked for.
-fn checked_mount_options(grant: &Grant, options: &[String]) -> Result<Vec<String>, CallError> {
+/// Check a plugin's mount options one by one against the grant and the
+/// filesystem; add `nosuid,nodev` unless `suid` / `dev` were granted and
+/// asked for. None may carry a secret: mount options are world-readable
+/// in `/proc/*/mountinfo`.
+fn checked_mount_options(
+    ctx: &CallContext<'_>,
+    fs_type: &str,
+    options: &[String],
+    read_only: bool,
+) -> Result<Vec<String>, CallError> {
+    let grant = ctx.grant;
     let mut out = Vec::with_capacity(options.len() + 2);
     for opt in options {
         let opt = opt.trim();
@@ -462,13 +726,21 @@ fn checked_mount_options(grant: &Grant, options: &[String]) -> Result<Vec<String
             continue;
         }
         let name = opt.split('=').next().unwrap_or(opt);
-        let plain = opt
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:=/+@-".contains(&b));
+        let plain = opt.len() <= 256
+            && opt
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:=/+@-".contains(&b));
         if !plain {
             return Err(refused(format!(
-                "mount option '{}' is not allowed: one option per list entry, letters, digits and _.:=/+@- only",
+                "mount option '{}' is not allowed: one option per list entry, at most 256 \
+                 characters, letters, digits and _.:=/+@- only",
                 opt.chars().take(64).collect::<String>()
+            )));
+        }
+        if ctx.secrets.found_in(opt) {
+            return Err(refused(format!(
+                "mount option '{name}' holds a secret, which would be readable by every process \
+                 in /proc/*/mountinfo; not mounting"
             )));
         }
         if NEVER_MOUNT_OPTIONS.contains(&name) {
@@ -486,6 +758,8 @@ fn checked_mount_options(grant: &Grant, options: &[String]) -> Result<Vec<String
         }
         out.push(opt.to_string());
     }
+    node::mount_options::check_values(fs_type, &out, read_only)
+        .map_err(|why| refused(format!("mount options for {fs_type}: {why}")))?;
     for (forced, unless) in [("nosuid", "suid"), ("nodev", "dev")] {
         if !out.iter().any(|o| o == forced || o == unless) {
             out.push(forced.to_string());
@@ -507,32 +781,39 @@ fn check_fs_granted(kind: &str, fs_type: &str, granted: &[String]) -> Result<(),
         Ok(())
     } else {
         Err(refused(format!(
-            "{kind} of filesystem type '{fs_type}' is not granted to this driver (granted: {})",
+            "{kind} of filesystem type '{}' is not granted to this driver (granted: {})",
+            fs_type.chars().take(64).collect::<String>(),
             list_or_none(granted)
         )))
     }
 }
 
 /// Carry out a block plan at `target`: resolve the device, check what it
-/// holds, format only if blank and read-write, mount.
+/// holds, format only if blank and read-write, mount. Returns the device.
 fn mount_block(
-    grant: &Grant,
+    ctx: &CallContext<'_>,
     plan: &wit::BlockPlan,
     target: &Path,
     read_only: bool,
-) -> Result<(), CallError> {
+) -> Result<PathBuf, CallError> {
+    let grant = ctx.grant;
     let fs_type = plan.fs_type.trim();
     if !mkfs::is_supported_fs(fs_type) {
         return Err(refused(format!(
-            "filesystem type '{fs_type}' is not supported for block volumes (use ext4, xfs, ext3, ext2 or btrfs)"
+            "filesystem type '{}' is not supported for block volumes (use ext4, xfs, ext3, ext2 or btrfs)",
+            fs_type.chars().take(64).collect::<String>()
         )));
     }
     check_fs_granted("mounting", fs_type, &grant.block)?;
-    let mount_options = checked_mount_options(grant, &plan.mount_options)?;
+    let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
+    if plan.mkfs_options.iter().any(|a| ctx.secrets.found_in(a)) {
+        return Err(refused(
+            "an mkfs option holds a secret, which would be readable by every process in mkfs's \
+             command line and stored on the device; not formatting",
+        ));
+    }
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
-    device_claim::check(&device, grant, Some(target)).map_err(refused)?;
-
     if let Some(existing) = mountinfo::mount_at(target)? {
         // btrfs reports an anonymous 0:N device number: compare sources too.
         let same = (existing.major, existing.minor) == (major, minor)
@@ -551,7 +832,10 @@ fn mount_block(
                     if read_only { "read-only" } else { "read-write" }
                 )));
             }
-            return Ok(()); // already done: idempotent
+            // Already done: idempotent (the device was claimed when it
+            // was mounted; still ours?).
+            device_claim::check(&device, grant, Some(only_at(ctx, target))).map_err(refused)?;
+            return Ok(device);
         }
         return Err(refused(format!(
             "{} is already mounted from {} ({}), not from {}",
@@ -561,6 +845,7 @@ fn mount_block(
             device.display()
         )));
     }
+    device_claim::check(&device, grant, Some(only_at(ctx, target))).map_err(refused)?;
 
     match mkfs::probe(&device)? {
         mkfs::Signature::Blank if read_only => {
@@ -600,21 +885,42 @@ fn mount_block(
         options: &mount_options,
         read_only,
     })?;
-    Ok(())
+    Ok(device)
 }
 
 fn mount_filesystem(
-    grant: &Grant,
+    ctx: &CallContext<'_>,
     plan: &wit::FilesystemPlan,
     target: &Path,
     read_only: bool,
 ) -> Result<(), CallError> {
     let fs_type = plan.fs_type.trim();
-    check_fs_granted("mounting", fs_type, &grant.filesystem)?;
+    check_fs_granted("mounting", fs_type, &ctx.grant.filesystem)?;
+    crate::policy::check_filesystem_plan_type(fs_type).map_err(refused)?;
     if plan.source.is_empty() || plan.source.contains('\0') || plan.source.len() > 4096 {
         return Err(refused("the mount plan's source is empty or malformed"));
     }
-    let mount_options = checked_mount_options(grant, &plan.mount_options)?;
+    if ctx.secrets.found_in(&plan.source) {
+        return Err(refused(
+            "the mount plan's source holds a secret, which would be readable by every process in \
+             /proc/*/mountinfo; not mounting",
+        ));
+    }
+    // A filesystem plan is for filesystems without a device. Whatever its
+    // type, its source must not name one: the kernel looks a source up as a
+    // path (relative to our working directory too) for any type that
+    // takes a device.
+    if let Ok(meta) = std::fs::metadata(&plan.source) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_block_device() {
+            return Err(refused(format!(
+                "the mount plan's source {} is a block device; a filesystem plan never mounts a \
+                 device (use a block plan, which checks what the device holds and who may use it)",
+                plan.source.chars().take(256).collect::<String>()
+            )));
+        }
+    }
+    let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
     if let Some(existing) = mountinfo::mount_at(target)? {
         if existing.fs_type == fs_type && existing.source == plan.source {
             return Ok(());
@@ -646,13 +952,13 @@ fn unmount_path(path: &Path) -> Result<(), CallError> {
 }
 
 fn grow_mounted_filesystem(
-    grant: &Grant,
+    ctx: &CallContext<'_>,
     device: &str,
     mount_path: &Path,
 ) -> Result<(), CallError> {
     let dev = blockdev::resolve_block_device(Path::new(device))?;
     let numbers = blockdev::dev_numbers(&dev)?;
-    device_claim::check(&dev, grant, Some(mount_path)).map_err(refused)?;
+    device_claim::check(&dev, ctx.grant, Some(only_at(ctx, mount_path))).map_err(refused)?;
     let Some(mounted) = mountinfo::mount_at(mount_path)? else {
         return Err(refused(format!(
             "nothing is mounted at {}; cannot grow its filesystem",
@@ -674,29 +980,43 @@ fn grow_mounted_filesystem(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::DriverName;
+
+    fn ctx(grant: &Grant) -> CallContext<'_> {
+        let layout = Box::leak(Box::new(DriverLayout::for_driver(
+            DriverName::parse("acme/x").unwrap(),
+            PathBuf::from("/p/acme~x"),
+        )));
+        let mut secrets = SecretSet::new();
+        secrets.add_str("hunter2-password");
+        CallContext {
+            layout,
+            grant,
+            secrets,
+        }
+    }
 
     #[test]
     fn mount_options_are_checked_against_the_grant_and_hardened() {
         let mut grant = Grant::baseline();
-        grant.mount_options = vec!["noatime".into(), "discard".into()];
-        let ok = checked_mount_options(&grant, &["noatime".into(), "discard".into(), "ro".into()])
-            .unwrap();
+        grant.mount_options = vec!["noatime".into(), "discard".into(), "comment".into()];
+        let check = |g: &Grant, opts: &[&str]| {
+            let opts: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+            checked_mount_options(&ctx(g), "ext4", &opts, false)
+        };
+        let ok = check(&grant, &["noatime", "discard", "ro"]).unwrap();
         assert_eq!(ok, vec!["noatime", "discard", "ro", "nosuid", "nodev"]);
         for bad in [
             "suid", "dev", "exec", "size=1", "bind", "remount", "ro,suid", "a b",
         ] {
-            assert!(
-                checked_mount_options(&grant, &[bad.to_string()]).is_err(),
-                "{bad}"
-            );
+            assert!(check(&grant, &[bad]).is_err(), "{bad}");
         }
+        let e = check(&grant, &["comment=HUNTER2-password"]).unwrap_err();
+        assert!(e.to_string().contains("holds a secret"), "{e}");
         grant
             .mount_options
             .extend(["suid".to_string(), "bind".to_string()]);
-        assert_eq!(
-            checked_mount_options(&grant, &["suid".into()]).unwrap(),
-            vec!["suid", "nodev"]
-        );
-        assert!(checked_mount_options(&grant, &["bind".into()]).is_err());
+        assert_eq!(check(&grant, &["suid"]).unwrap(), vec!["suid", "nodev"]);
+        assert!(check(&grant, &["bind"]).is_err());
     }
 }
