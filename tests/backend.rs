@@ -315,6 +315,24 @@ fn http_allowed_name_resolving_to_loopback_is_refused() {
 }
 
 #[test]
+fn http_to_the_nodes_own_address_is_refused_like_loopback() {
+    // A routable address of this node: it reaches the same services as
+    // loopback (kubelet's API, anything bound to 0.0.0.0).
+    let own = nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter_map(|a| a.address)
+        .filter_map(|a| a.as_sockaddr_in().map(|v4| v4.ip()))
+        .find(|ip| !ip.is_loopback() && !ip.is_link_local())
+        .expect("this node has a routable IPv4 address");
+    let sb = Sandbox::new();
+    let grant = format!("[http]\nallow = [\"http://{own}:10250\"]\nallow_loopback = false\n");
+    let (answer, _) = probe(&sb, &grant, &format!("http://{own}:10250/pods"), &[]);
+    assert_refused(&answer, &["this node's own addresses", "allow_loopback"]);
+    let entry = denied_entry(&sb, "this node's own addresses");
+    assert!(entry["address"].is_null(), "it connected: {entry}");
+}
+
+#[test]
 fn http_cloud_metadata_is_refused_before_connecting() {
     let sb = Sandbox::new();
     // Link-local is granted; the metadata service still is not.
@@ -611,7 +629,14 @@ fn http_ca_bundle_others_can_change_is_not_trusted() {
     std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let url = format!("https://localhost:{}/", server.port);
     let (answer, _) = probe(&sb, &tls_grant(server.port, Some(&bundle)), &url, &[]);
-    answer.assert_failure("is not trusted: it must be a regular file owned by root");
+    answer.assert_failure("ca_bundle is not trusted");
+    assert!(
+        answer
+            .message()
+            .contains("is writable by anyone (mode 0666)"),
+        "{}",
+        answer.message()
+    );
     assert_eq!(server.requests(), 0);
 }
 
@@ -1060,7 +1085,9 @@ region = {{ file = "{}" }}
             &options_json(&[("op", "config"), ("key", "gone")]),
         ],
     );
-    answer.assert_failure("the host cannot read its file /nonexistent/flexwasm-test-token");
+    answer.assert_failure(
+        "the host cannot use its file: /nonexistent/flexwasm-test-token cannot be read: No such file",
+    );
 
     // Files are read at every call: change one in place.
     assert_eq!(

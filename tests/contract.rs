@@ -5,6 +5,7 @@
 mod support;
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use support::*;
 
@@ -74,7 +75,8 @@ fn bad_inputs_get_clear_answers() {
             &["mount", pod_dir],
             "Failure",
             "expected 2 argument(s) `mount <podVolumeDir> <json>`",
-            1,
+            // Every Failure of `mount` exits 0 (it may carry secrets).
+            0,
         ),
         case(
             "attach with extra args",
@@ -176,6 +178,26 @@ fn bad_inputs_get_clear_answers() {
             &["mount", &missing, &good],
             "Failure",
             "does not exist",
+            0,
+        ),
+        // Secrets in options that do not parse: found on the raw argv, and
+        // the Failure still exits 0.
+        case(
+            "mount options that do not parse, with a secret",
+            &[
+                "mount",
+                pod_dir,
+                "{\"kubernetes.io/secret/token\":\"aHVudGVyMi1zZWNyZXQ=\",",
+            ],
+            "Failure",
+            "is not JSON",
+            0,
+        ),
+        case(
+            "unknown op with a secret",
+            &["provision", "{\"kubernetes.io/SECRET/x\":\"eA==\"}"],
+            "Not supported",
+            "'provision' is not supported",
             1,
         ),
         case(
@@ -399,10 +421,17 @@ fn secrets_never_reach_the_log() {
     let a = sb.call("tmpfs", &["mount", &missing, &opts]);
     a.assert_failure("does not exist");
     assert_eq!(a.code, 0);
+    // Options that do not parse cannot have their secrets found: the
+    // argument is not logged at all.
+    let broken = "{\"kubernetes.io/secret/password\":\"aHVudGVyMi1zZWNyZXQ=\"";
+    let a = sb.call("tmpfs", &["mount", &missing, broken]);
+    a.assert_failure("is not JSON");
+    assert_eq!(a.code, 0);
     let log = std::fs::read_to_string(sb.log_dir.join("flexwasm~tmpfs.log")).unwrap();
     assert!(!log.contains("aHVudGVyMi1zZWNyZXQ="), "{log}");
     assert!(!log.contains("hunter2-secret"), "{log}");
     assert!(log.contains("<redacted>"));
+    assert!(log.contains("options that do not parse"), "{log}");
 }
 
 fn inspect_json(args: &[&str]) -> (serde_json::Value, i32) {
@@ -522,4 +551,104 @@ fn inspect_gates_a_plugin_that_asks_for_more_than_its_grant() {
     let (r, code) = inspect_json(&[dir.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert_eq!(r["grant"]["pin_matches"], false);
+}
+
+/// Change a file's mode.
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn files_the_host_trusts_must_be_root_only() {
+    if !privileged("files_the_host_trusts_must_be_root_only") {
+        return;
+    }
+    let sb = Sandbox::new();
+    // Let `nobody` reach the driver dir (not write it).
+    chmod(sb.root.path(), 0o755);
+    sb.install("tmpfs");
+    let dir = sb.driver_dir("tmpfs");
+    let policy = dir.join("policy.toml");
+    sb.call("tmpfs", &["init"]).assert_success();
+
+    // A policy anyone can write: whatever `nobody` wrote into it must not
+    // take effect; the call is refused and says how to fix it.
+    chmod(&policy, 0o666);
+    let granted = std::fs::read_to_string(&policy).unwrap();
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "printf '\\n[limits]\\ndeadline_seconds = 540\\n' >> \"$0\"",
+        ])
+        .arg(&policy)
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .unwrap();
+    assert!(status.success(), "nobody could not write the policy");
+    let a = sb.call("tmpfs", &["init"]);
+    a.assert_failure("is not trusted");
+    assert!(
+        a.message().contains("writable by anyone"),
+        "{}",
+        a.message()
+    );
+    std::fs::write(&policy, &granted).unwrap();
+    chmod(&policy, 0o600);
+    sb.call("tmpfs", &["init"]).assert_success();
+
+    // The plugin: owned by someone else.
+    let wasm = dir.join("plugin.wasm");
+    std::os::unix::fs::chown(&wasm, Some(65534), None).unwrap();
+    let a = sb.call("tmpfs", &["init"]);
+    a.assert_failure("owned by uid 65534");
+    std::os::unix::fs::chown(&wasm, Some(0), None).unwrap();
+
+    // The driver dir: group-writable, so its group could swap the plugin.
+    chmod(&dir, 0o775);
+    let a = sb.call("tmpfs", &["init"]);
+    a.assert_failure("writable by others");
+    chmod(&dir, 0o755);
+    sb.call("tmpfs", &["init"]).assert_success();
+}
+
+#[test]
+fn config_files_must_be_root_only_regular_files() {
+    if !privileged("config_files_must_be_root_only_regular_files") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let d = "answer_leaks_secret";
+    let fifo = sb.root.path().join("token-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let file = sb.root.path().join("token");
+    std::fs::write(&file, "a-token-value").unwrap();
+    chmod(&file, 0o600);
+    for (path, why) in [
+        (&fifo, "is not a regular file"),
+        (&file, "owned by uid 65534"),
+    ] {
+        if path == &file {
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        }
+        sb.install_with_grant(
+            d,
+            &hostile_wasm(d),
+            &format!(
+                "[config]\ntoken = {{ file = \"{}\", secret = true }}\n",
+                path.display()
+            ),
+        );
+        let started = std::time::Instant::now();
+        let a = sb.call(d, &["getvolumename", &options_json(&[])]);
+        a.assert_failure(why);
+        assert!(
+            a.message().contains(&path.display().to_string()),
+            "{}",
+            a.message()
+        );
+        // A FIFO would block a reader forever: refused at once.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
 }

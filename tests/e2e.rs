@@ -71,10 +71,24 @@ fn loop_driver_full_kubelet_sequence() {
     assert!(is_mounted(&dmp));
     std::fs::write(dmp.join("hello.txt"), "kept across remounts").unwrap();
 
-    // mount/unmount: the loop driver leaves the bind mount to kubelet.
+    // mount/unmount: the loop driver leaves them to the default, which the
+    // host does itself (kubelet's would lose nosuid,nodev): the pod dir is
+    // a bind of the device mount, with its flags.
     let pod_dir = sb.pod_volume_dir("uid-1", "loop", vol);
-    let mount = sb.call("loop", &["mount", pod_dir.to_str().unwrap(), &opts]);
-    assert_eq!(mount.status(), "Not supported", "{}", mount.stdout);
+    let pod_s = pod_dir.to_str().unwrap();
+    sb.call_twice("loop", &["mount", pod_s, &opts])
+        .assert_success();
+    let flags = mount_options_of(&pod_dir).expect("the pod dir is mounted");
+    assert!(
+        flags.contains(&"nosuid".into()) && flags.contains(&"nodev".into()),
+        "{flags:?}"
+    );
+    assert_eq!(
+        read_file(&pod_dir.join("hello.txt")),
+        "kept across remounts"
+    );
+    sb.call_twice("loop", &["unmount", pod_s]).assert_success();
+    assert!(!is_mounted(&pod_dir));
 
     sb.call_twice("loop", &["unmountdevice", dmp_s])
         .assert_success();
@@ -115,7 +129,7 @@ fn loop_driver_full_kubelet_sequence() {
 
     // The call log has one JSON line per call, with the plugin's log lines.
     let log = sb.log_lines("loop");
-    assert_eq!(log.len(), 27, "one log line per call");
+    assert_eq!(log.len(), 31, "one log line per call");
     assert!(
         log.iter()
             .any(|l| l["op"] == "attach" && l["plugin_log"].is_array())
@@ -160,6 +174,23 @@ fn tmpfs_driver_node_only_mount_unmount() {
         .expect("mountinfo line");
     assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
     std::fs::write(dir.join("f"), "x").unwrap();
+    // Like an emptyDir: a pod running as any user can write there.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o777, "mode {mode:o}");
+        // Let `nobody` reach it, as a container reaches its bind mount.
+        std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let status = Command::new("sh")
+            .args(["-c", "echo x > \"$0/by-nobody\""])
+            .arg(&dir)
+            .uid(65534)
+            .gid(65534)
+            .status()
+            .unwrap();
+        assert!(status.success(), "uid 65534 cannot write in the volume");
+    }
 
     sb.call_twice("tmpfs", &["unmount", d]).assert_success();
     assert!(!is_mounted(&dir));

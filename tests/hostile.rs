@@ -16,6 +16,7 @@ mod support;
 
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 use support::*;
 
@@ -47,7 +48,14 @@ fn install(sb: &Sandbox, name: &str, policy: &str) {
 #[track_caller]
 fn assert_refused(a: &Answer, driver: &str, parts: &[&str]) {
     assert_eq!(a.status(), "Failure", "{:?} answered {}", a.args, a.stdout);
-    assert_eq!(a.code, 1, "{:?}: a Failure exits 1: {}", a.args, a.stdout);
+    // kubelet logs the argv of a call that exits non-zero; `mount` may
+    // carry secrets, so its Failures exit 0 (contract page §3).
+    let code = if a.args[0] == "mount" { 0 } else { 1 };
+    assert_eq!(
+        a.code, code,
+        "{:?}: a Failure exits {code}: {}",
+        a.args, a.stdout
+    );
     let who = format!("flexwasm/{driver}");
     assert!(
         a.message().contains(&who),
@@ -266,7 +274,12 @@ fn state_escape() {
     assert_eq!(fingerprint(passwd), passwd_before, "/etc/passwd changed");
     let own = sb.driver_state_dir(driver);
     for p in paths_under(sb.root.path()).difference(&before) {
-        let allowed = p.starts_with(&own) || own.starts_with(p) || p.starts_with(&sb.log_dir);
+        // The node-wide memory pool lives beside the drivers' state dirs.
+        let pool = sb.state_dir.join(".node");
+        let allowed = p.starts_with(&own)
+            || own.starts_with(p)
+            || p.starts_with(&sb.log_dir)
+            || p.starts_with(&pool);
         assert!(allowed, "written outside the state dir: {}", p.display());
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         assert!(
@@ -798,5 +811,365 @@ impl Drop for DetachOnDrop {
         let _ = std::process::Command::new("losetup")
             .args(["-d", &self.0])
             .status();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the plugin makes the host spend: time waiting in host calls, host
+// memory, the size of what goes back to kubelet.
+
+#[test]
+fn poll_forever() {
+    let sb = Sandbox::new();
+    install(&sb, "poll_forever", "[limits]\ndeadline_seconds = 2\n");
+    let (a, usage) = sb.spawn("poll_forever", &["init"]).finish();
+    // The guest is stopped at its deadline while it waits in the host, not
+    // by the process watchdog (which would say "did not finish").
+    assert_refused(&a, "poll_forever", &["exceeded its 2s deadline"]);
+    // Before the fix: 17.2 s (2 s deadline + the watchdog's 15 s).
+    assert!(
+        usage.wall < Duration::from_millis(2000 + 1000),
+        "a 2 s deadline took {:?}",
+        usage.wall
+    );
+    assert!(processes_running(&sb.driver_exe("poll_forever")).is_empty());
+}
+
+#[test]
+fn http_fields_bomb() {
+    let sb = Sandbox::new();
+    // Any [http] grant links wasi:http; the default host budget is 64 MiB.
+    install(
+        &sb,
+        "http_fields_bomb",
+        "[limits]\nmemory_mib = 16\n[http]\nallow = [\"https://example.invalid\"]\n",
+    );
+    let opts = options("v", &[("mib", "8192")]);
+    let (a, usage) = sb
+        .spawn("http_fields_bomb", &["getvolumename", &opts])
+        .finish();
+    assert_refused(
+        &a,
+        "http_fields_bomb",
+        &["host memory budget of 64 MiB", "getvolumename"],
+    );
+    // Before the fix: 2.1 GiB of RSS for 2 GiB of headers, and Success.
+    assert!(
+        usage.max_rss_kib < 160 * 1024,
+        "the host's peak RSS was {} MiB with a 64 MiB host budget",
+        usage.max_rss_kib / 1024
+    );
+}
+
+#[test]
+fn huge_answer() {
+    let sb = Sandbox::new();
+    install(
+        &sb,
+        "huge_answer",
+        "[limits]\nmemory_mib = 512\nhost_memory_mib = 256\n",
+    );
+    let a = sb.call("huge_answer", &["getvolumename", &options("v", &[])]);
+    assert_refused(
+        &a,
+        "huge_answer",
+        &["withheld from kubelet", "volumeName", "52428800 bytes long"],
+    );
+    assert!(a.stdout.len() < 1024, "answer is {} bytes", a.stdout.len());
+
+    let a = sb.call("huge_answer", &["isattached", &options("v", &[]), "node-1"]);
+    assert_refused(&a, "huge_answer", &["fake log line", "[…cut]"]);
+    assert!(
+        a.stdout.len() < 4096 + 200,
+        "answer is {} bytes",
+        a.stdout.len()
+    );
+    assert!(
+        !a.message()
+            .chars()
+            .any(|c| c.is_control() || c == '\u{202e}'),
+        "unprintable characters in {:?}",
+        &a.message()[..200]
+    );
+    for line in sb.raw_log_lines("huge_answer") {
+        assert!(line.len() < 512 << 10, "a log line of {} bytes", line.len());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What kubelet acts on: no answer may lead kubelet to privileged work the
+// host would refuse, and nothing the host hands on carries a secret.
+
+#[test]
+fn not_supported_fallbacks() {
+    if !privileged("not_supported_fallbacks") {
+        return;
+    }
+    private_mount_namespace();
+    let d = "not_supported_fallbacks";
+    let sb = Sandbox::new();
+    install(
+        &sb,
+        d,
+        "[loop]\nimage_dir = \"images\"\n[mount]\nformat = [\"ext4\", \"xfs\"]\nblock = [\"ext4\", \"xfs\"]\n",
+    );
+    let node = this_node();
+
+    // A device the driver does not own (a loop device over a file outside
+    // its image dir): attach on this node refuses it; kubelet's defaults
+    // for waitforattach and mountdevice, done by the host, refuse it too.
+    let victim = sb.blank_loop_device("victim", 64 << 20);
+    let opts_v = options("pv-victim", &[("victim", &victim)]);
+    let a = sb.call(d, &["attach", &opts_v, &node]);
+    assert_refused(&a, d, &[&victim, "is not a device this driver may use"]);
+    // Attached to another node, the device here is not the one meant: a
+    // hint for that node's waitforattach, which checks it there.
+    sb.call(d, &["attach", &opts_v, "some-other-node"])
+        .assert_success();
+    let a = sb.call(d, &["waitforattach", &victim, &opts_v]);
+    assert_refused(&a, d, &[&victim, "is not a device this driver may use"]);
+    let dmp = sb.device_mount_path(d, "pv-victim");
+    let before = mounts();
+    let a = sb.call(d, &["mountdevice", dmp.to_str().unwrap(), &victim, &opts_v]);
+    assert_refused(&a, d, &["is not a device this driver may use"]);
+    assert_eq!(mounts(), before);
+    assert_eq!(probe_fs_type(&victim), None, "the victim was formatted");
+
+    // Its own loop image: every default is done by the host, checked.
+    let opts = options("pv-own", &[("kubernetes.io/fsType", "xfs")]);
+    let attach = sb.call(d, &["attach", &opts, &node]);
+    attach.assert_success();
+    let dev = attach.json["device"].as_str().unwrap().to_string();
+    let wait = sb.call_twice(d, &["waitforattach", &dev, &opts]);
+    wait.assert_success();
+    assert_eq!(wait.json["device"], dev.as_str());
+    let dmp = sb.device_mount_path(d, "pv-own");
+    let dmp_s = dmp.to_str().unwrap();
+    sb.call_twice(d, &["mountdevice", dmp_s, &dev, &opts])
+        .assert_success();
+    assert_eq!(probe_fs_type(&dev).as_deref(), Some("xfs"));
+    let dev_opts = mount_options_of(&dmp).expect("device mount");
+    assert!(
+        dev_opts.contains(&"nosuid".into()) && dev_opts.contains(&"nodev".into()),
+        "{dev_opts:?}"
+    );
+    std::fs::write(dmp.join("data"), "written at the device mount").unwrap();
+
+    // mount: the pod dir is a bind of the device mount, with its flags.
+    let pod = sb.pod_volume_dir("uid-rw", d, "pv-own");
+    sb.call_twice(d, &["mount", pod.to_str().unwrap(), &opts])
+        .assert_success();
+    let pod_opts = mount_options_of(&pod).expect("pod mount");
+    for flag in ["rw", "nosuid", "nodev"] {
+        assert!(
+            pod_opts.contains(&flag.into()),
+            "{flag} missing: {pod_opts:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(pod.join("data")).unwrap(),
+        "written at the device mount"
+    );
+    // Read-only volume: the pod's bind is read-only.
+    let ro = options(
+        "pv-own",
+        &[
+            ("kubernetes.io/fsType", "xfs"),
+            ("kubernetes.io/readwrite", "ro"),
+        ],
+    );
+    let pod_ro = sb.pod_volume_dir("uid-ro", d, "pv-own");
+    sb.call_twice(d, &["mount", pod_ro.to_str().unwrap(), &ro])
+        .assert_success();
+    let ro_opts = mount_options_of(&pod_ro).expect("ro pod mount");
+    for flag in ["ro", "nosuid", "nodev"] {
+        assert!(
+            ro_opts.contains(&flag.into()),
+            "{flag} missing: {ro_opts:?}"
+        );
+    }
+    assert!(std::fs::write(pod_ro.join("x"), "no").is_err());
+    for p in [&pod, &pod_ro] {
+        sb.call_twice(d, &["unmount", p.to_str().unwrap()])
+            .assert_success();
+        assert!(!is_mounted(p));
+    }
+
+    // expandvolume: kubelet's default would record a size nothing has.
+    let (new, old) = ((640u64 << 20).to_string(), (320u64 << 20).to_string());
+    let a = sb.call(d, &["expandvolume", &opts, "", &new, &old]);
+    assert_refused(&a, d, &["cannot expand volumes", "not grown"]);
+    // expandfs: the host grows the filesystem itself, checked as always.
+    let image = sb.driver_state_dir(d).join("images/pv-own.img");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(640 << 20)
+        .unwrap();
+    assert!(
+        Command::new("losetup")
+            .args(["-c", &dev])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let before = df_size(&dmp);
+    sb.call(d, &["expandfs", &opts, &dev, dmp_s, &new, &old])
+        .assert_success();
+    assert!(
+        df_size(&dmp) > before + (250 << 20),
+        "the filesystem did not grow"
+    );
+
+    // After unmountdevice nothing is left to bind.
+    sb.call_twice(d, &["unmountdevice", dmp_s]).assert_success();
+    let a = sb.call(d, &["mount", pod.to_str().unwrap(), &opts]);
+    assert_refused(&a, d, &["mountdevice mounted nothing"]);
+    assert!(!is_mounted(&pod));
+}
+
+#[test]
+fn answer_leaks_secret() {
+    let d = "answer_leaks_secret";
+    let sb = Sandbox::new();
+    let token = "Zk9-tOkEn-4242-SECRET";
+    install(
+        &sb,
+        d,
+        &format!("[config]\ntoken = {{ value = \"{token}\", secret = true }}\n"),
+    );
+    let hidden = |text: &str| {
+        let f = folded(text);
+        !f.contains(&folded(token))
+            && !f.contains(&folded("Zk9tOkEn4"))
+            && !f.contains("4242secret")
+    };
+    let a = sb.call(d, &["getvolumename", &options("v", &[])]);
+    assert_refused(
+        &a,
+        d,
+        &["withheld from kubelet", "volumeName", "holds a secret"],
+    );
+    assert!(hidden(&a.stdout), "{}", a.stdout);
+    let a = sb.call(d, &["attach", &options("v", &[]), "node-1"]);
+    assert_refused(&a, d, &["holds a secret"]);
+    assert!(hidden(&a.stdout), "{}", a.stdout);
+    for disguise in ["", "upper", "spaced", "split", "padded", "base64", "bytes"] {
+        let a = sb.call(
+            d,
+            &[
+                "isattached",
+                &options("v", &[("disguise", disguise)]),
+                "node-1",
+            ],
+        );
+        assert_refused(&a, d, &["cannot reach the array with token <redacted>"]);
+        assert!(hidden(&a.stdout), "{disguise}: {}", a.stdout);
+        if disguise == "base64" {
+            assert!(
+                !a.stdout.contains("Wms5LXRPa0VuLTQyNDItU0VDUkVU"),
+                "{}",
+                a.stdout
+            );
+        }
+    }
+    let lines = sb.raw_log_lines(d);
+    assert_eq!(lines.len(), 9);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let mut strings = Vec::new();
+        json_strings(&v, &mut strings);
+        for s in strings {
+            assert!(hidden(&s), "the token is in the call log: {s:?}");
+            assert!(!s.contains("Wms5LXRPa0VuLTQyNDItU0VDUkVU"), "{s:?}");
+        }
+    }
+}
+
+#[test]
+fn filesystem_plan_device() {
+    if !privileged("filesystem_plan_device") {
+        return;
+    }
+    private_mount_namespace();
+    let d = "filesystem_plan_device";
+    let sb = Sandbox::new();
+    install(&sb, d, "[mount]\nfilesystem = [\"tmpfs\"]\n");
+    let dev = sb.blank_loop_device("victim", 64 << 20);
+    assert!(
+        Command::new("mkfs.ext4")
+            .args(["-q", &dev])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let link = sb.root.path().join("link-to-device");
+    std::os::unix::fs::symlink(&dev, &link).unwrap();
+    let pod = sb.pod_volume_dir("uid-1", d, "v");
+    let via_proc = format!("/proc/self/root{dev}");
+    for (source, fs) in [
+        (dev.as_str(), "tmpfs"),
+        (link.to_str().unwrap(), "tmpfs"),
+        (via_proc.as_str(), "tmpfs"),
+    ] {
+        let before = mounts();
+        let a = sb.call(
+            d,
+            &[
+                "mount",
+                pod.to_str().unwrap(),
+                &options("v", &[("source", source), ("fs", fs)]),
+            ],
+        );
+        assert_refused(&a, d, &["is a block device", "never mounts a device"]);
+        assert_eq!(mounts(), before, "{source}");
+    }
+    // A block filesystem, or a view of the node, cannot even be granted:
+    // install refuses the policy, and so does a call if it was edited in.
+    for (fs, why) in [
+        ("ext4", "lives on a block device"),
+        ("fuseblk", "lives on a block device"),
+        ("devtmpfs", "view of the node"),
+        ("proc", "view of the node"),
+        ("sysfs", "view of the node"),
+        ("overlay", "view of the node"),
+    ] {
+        let grant = format!("[mount]\nfilesystem = [\"{fs}\"]\n");
+        let policy = sb.root.path().join(format!("policy-{fs}.toml"));
+        std::fs::write(&policy, format!("plugin_sha256 = \"auto\"\n{grant}")).unwrap();
+        let out = Command::new(HOST)
+            .args(["install", "--plugin-dir"])
+            .arg(&sb.plugin_dir)
+            .args(["--driver", &format!("flexwasm/fsplan-{fs}"), "--plugin"])
+            .arg(hostile_wasm(d))
+            .arg("--policy")
+            .arg(&policy)
+            .envs(sb.env())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "install of {fs} succeeded");
+        assert!(
+            stderr.contains("mount.filesystem") && stderr.contains(why),
+            "{stderr}"
+        );
+        // Edited into an installed driver's policy by root: refused per call.
+        let installed = sb.driver_dir(d).join("policy.toml");
+        let text = std::fs::read_to_string(&installed).unwrap();
+        let edited = text.replace("[\"tmpfs\"]", &format!("[\"{fs}\"]"));
+        assert_ne!(edited, text);
+        std::fs::write(&installed, edited).unwrap();
+        let a = sb.call(
+            d,
+            &[
+                "mount",
+                pod.to_str().unwrap(),
+                &options("v", &[("source", "none"), ("fs", fs)]),
+            ],
+        );
+        assert_refused(&a, d, &["mount.filesystem", why]);
+        assert!(!is_mounted(&pod));
+        std::fs::write(&installed, text).unwrap();
     }
 }

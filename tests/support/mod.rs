@@ -874,3 +874,48 @@ pub fn elf_has_interpreter(path: &Path) -> bool {
         u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) == 3 // PT_INTERP
     })
 }
+
+/// The per-mount options (`rw,nosuid,nodev,…`) of the mount at `path` in
+/// this thread's namespace; `None` if nothing is mounted there.
+pub fn mount_options_of(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
+    let p = path.to_string_lossy();
+    text.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&p))
+        .last()
+        .and_then(|l| l.split(' ').nth(5))
+        .map(|o| o.split(',').map(str::to_string).collect())
+}
+
+/// This node's name as kubelet derives it by default (hostname, lowercase).
+pub fn this_node() -> String {
+    nix::unistd::gethostname()
+        .expect("hostname")
+        .to_string_lossy()
+        .to_lowercase()
+}
+
+/// Every string in a JSON value (keys included), for searching a log line
+/// for what must not be in it after JSON escaping is undone.
+pub fn json_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| json_strings(i, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                out.push(k.clone());
+                json_strings(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `text`'s letters and digits, lowercased: a secret split, padded or
+/// recased is still found in this form.
+pub fn folded(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}

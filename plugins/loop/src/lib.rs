@@ -127,8 +127,9 @@ impl Driver for LoopDriver {
         Ok(())
     }
 
-    // `mount` and `unmount` stay unsupported: kubelet then bind-mounts the
-    // pod volume dir from the device mount path itself.
+    // `mount` and `unmount` are left to the default: the host bind-mounts
+    // the device mount into the pod volume dir, keeping its `nosuid,nodev`
+    // (and `ro` for a read-only volume).
 
     fn expand_volume(
         &self,

@@ -72,15 +72,17 @@ pub struct Array {
 }
 
 impl Array {
-    /// The array the operator configured (`endpoint` in the policy's
-    /// `[config]`), with the token from the volume's secret (`token`, when
-    /// the call has one) or else the operator's `token`.
-    pub fn connect(secret_token: Option<&[u8]>) -> Result<Array> {
+    /// The array the operator configured (`endpoint` and `token` in the
+    /// policy's `[config]`). kubelet passes a volume's secret only to
+    /// `mount`, which this driver leaves to the host; attach, detach and
+    /// isattached run in the controller-manager with no secret at all, so
+    /// the token is the operator's.
+    pub fn connect() -> Result<Array> {
         let endpoint = config::require("endpoint")?
             .trim()
             .trim_end_matches('/')
             .to_owned();
-        let token = choose_token(&endpoint, secret_token, || config::secret("token"))?;
+        let token = configured_token(&endpoint, config::secret("token")?)?;
         Ok(Array { endpoint, token })
     }
 
@@ -229,33 +231,14 @@ impl Array {
     }
 }
 
-/// The token from the volume's secret if it has a non-blank one, else the
-/// operator's. Surrounding whitespace (a trailing newline from a file) is
-/// dropped.
-fn choose_token(
-    endpoint: &str,
-    secret_token: Option<&[u8]>,
-    configured: impl FnOnce() -> Result<Option<Secret>>,
-) -> Result<Secret> {
-    if let Some(bytes) = secret_token {
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            fail!(
-                "array at {endpoint}: the volume's secret key \"token\" is not UTF-8 text; it \
-                 must hold the array's API token"
-            );
-        };
-        if !text.trim().is_empty() {
-            return Ok(Secret::new(text.trim()));
-        }
-    }
-    // Only read when needed: a volume secret works even if the operator's
-    // token file is missing.
-    match configured()? {
+/// The operator's token, without surrounding whitespace (a trailing
+/// newline from a file).
+fn configured_token(endpoint: &str, configured: Option<Secret>) -> Result<Secret> {
+    match configured {
         Some(token) if !token.expose().trim().is_empty() => Ok(Secret::new(token.expose().trim())),
         _ => fail!(
             "array at {endpoint}: no API token: the operator sets \"token\" in the [config] \
-             table of the driver's grant policy (a volume's secretRef key \"token\" can \
-             override it where kubelet passes secrets, but detach never gets one)"
+             table of the driver's grant policy"
         ),
     }
 }
@@ -332,41 +315,24 @@ mod tests {
         }
     }
 
-    fn configured(token: &'static str) -> impl FnOnce() -> Result<Option<Secret>> {
-        move || Ok(Some(Secret::new(token)))
-    }
-
     #[test]
-    fn secret_token_wins_then_config() {
-        let endpoint = "http://127.0.0.1:1";
-        let unread =
-            || -> Result<Option<Secret>> { panic!("config read although the secret has a token") };
+    fn the_operators_token_is_trimmed() {
         assert_eq!(
-            choose_token(endpoint, Some(b"from-secret\n"), unread),
-            Ok(Secret::new("from-secret"))
-        );
-        assert_eq!(
-            choose_token(endpoint, Some(b"  "), configured(" from-config\n")),
-            Ok(Secret::new("from-config"))
-        );
-        assert_eq!(
-            choose_token(endpoint, None, configured("from-config")),
+            configured_token("http://a:1", Some(Secret::new(" from-config\n"))),
             Ok(Secret::new("from-config"))
         );
     }
 
     #[test]
-    fn missing_or_binary_tokens_fail_without_showing_them() {
-        let missing = choose_token("http://a:1", None, configured("  "))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            missing.starts_with("array at http://a:1: no API token: the operator sets \"token\""),
-            "{missing}"
-        );
-        let binary = choose_token("http://a:1", Some(&[0xff, 0xfe]), || Ok(None))
-            .unwrap_err()
-            .to_string();
-        assert!(binary.contains("not UTF-8"), "{binary}");
+    fn a_missing_token_fails_without_showing_anything() {
+        for configured in [None, Some(Secret::new("  "))] {
+            let missing = configured_token("http://a:1", configured)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                missing.starts_with("array at http://a:1: no API token: the operator sets \"token\""),
+                "{missing}"
+            );
+        }
     }
 }

@@ -17,14 +17,14 @@
 //! | `mountdevice` | format (if blank) and mount, with the operator's defaults |
 //! | `expandvolume` | grow the volume on the array |
 //! | `expandfs` | nothing: the array refreshed the device; the host grows the filesystem |
-//! | `mount`, `unmount` | not supported: kubelet bind-mounts from the device mount path |
+//! | `mount`, `unmount` | not implemented: the host bind-mounts the device mount into the pod dir (with its `nosuid,nodev`) |
 //!
 //! Configuration (the policy's `[config]`):
 //!
 //! | key | meaning |
 //! |---|---|
 //! | `endpoint` | required: the array's API, e.g. `https://array.example.com:8443` |
-//! | `token` | the API token (mark it `secret = true`); a volume's secret key `token`, where kubelet passes secrets, overrides it |
+//! | `token` | required: the API token (mark it `secret = true`). kubelet passes volume secrets only to `mount`, and attach/detach/isattached run in the controller-manager with none, so the token is the operator's |
 //! | `defaultFSType` | filesystem when the volume sets no `fsType`; default `ext4` |
 //! | `defaultFSOpt` | extra `mkfs` arguments, separated by spaces |
 //! | `defaultMountOpt` | mount options, separated by commas |
@@ -66,7 +66,7 @@ impl Driver for RestArrayDriver {
         if size == 0 {
             fail!("volume {pv}: option \"size\" must be more than 0 bytes");
         }
-        let array = connect(options)?;
+        let array = Array::connect()?;
         let volume = match volume_of(&array, pv)? {
             Some(volume) => volume,
             None => {
@@ -103,7 +103,7 @@ impl Driver for RestArrayDriver {
         // The device path from `attach` was the array's view; on this node
         // the device is found by the file backing it.
         let pv = pv_name(&options.volume_name)?;
-        let array = connect(options)?;
+        let array = Array::connect()?;
         let Some(volume) = volume_of(&array, pv)? else {
             fail!(
                 "array at {}: there is no volume {pv}, so it cannot be attached to this node",
@@ -145,8 +145,8 @@ impl Driver for RestArrayDriver {
 
     fn detach(&self, volume_name: &str, node_name: &str) -> Result<()> {
         let pv = pv_name(volume_name)?;
-        // No options and no secret here: the token is the operator's.
-        let array = Array::connect(None)?;
+        // No options here: the volume is found through state, or by name.
+        let array = Array::connect()?;
         let key = volume_key(pv);
         let mut detached = false;
         if let Some(id) = state::get_string(&key)? {
@@ -174,7 +174,7 @@ impl Driver for RestArrayDriver {
 
     fn is_attached(&self, options: &Options, node_name: &str) -> Result<bool> {
         let pv = pv_name(&options.volume_name)?;
-        let array = connect(options)?;
+        let array = Array::connect()?;
         Ok(volume_of(&array, pv)?
             .is_some_and(|volume| volume.attached_to.as_deref() == Some(node_name)))
     }
@@ -203,8 +203,8 @@ impl Driver for RestArrayDriver {
         Ok(())
     }
 
-    // `mount` and `unmount` stay unsupported: kubelet then bind-mounts the
-    // pod volume dir from the device mount path itself.
+    // `mount` and `unmount` are left to the default: the host bind-mounts
+    // the device mount into the pod volume dir, keeping its flags.
 
     fn expand_volume(
         &self,
@@ -214,7 +214,7 @@ impl Driver for RestArrayDriver {
         _old_size: u64,
     ) -> Result<()> {
         let pv = pv_name(&options.volume_name)?;
-        let array = connect(options)?;
+        let array = Array::connect()?;
         let Some(volume) = volume_of(&array, pv)? else {
             fail!(
                 "array at {}: there is no volume {pv} to expand",
@@ -255,11 +255,6 @@ impl Driver for RestArrayDriver {
 }
 
 flexwasm_sdk::export_driver!(RestArrayDriver);
-
-/// The array, with the token from the volume's secret when the call has one.
-fn connect(options: &Options) -> Result<Array> {
-    Array::connect(options.secret("token"))
-}
 
 /// The volume of PV `pv`: by the id recorded at attach, else by name.
 fn volume_of(array: &Array, pv: &str) -> Result<Option<Volume>> {

@@ -41,10 +41,12 @@ impl Driver for TmpfsDriver {
                 options.volume_name
             );
         }
-        // Read-only volumes need nothing here: the host adds `ro`.
+        // Like an emptyDir (kubelet makes those 0777): a pod running as any
+        // user can write; with fsGroup, kubelet then hands the volume to
+        // the group. Read-only volumes need nothing here: the host adds `ro`.
         Ok(FilesystemPlan::new(MOUNT_SOURCE, "tmpfs")
             .mount_option(format!("size={size}"))
-            .mount_option("mode=0750")
+            .mount_option("mode=0777")
             .into())
     }
 
@@ -95,13 +97,13 @@ mod tests {
     #[test]
     fn mounts_64mi_by_default() {
         let plan = TmpfsDriver.mount("/pods/x", &options(None)).unwrap();
-        assert_eq!(mount_options(plan), ["size=67108864", "mode=0750"]);
+        assert_eq!(mount_options(plan), ["size=67108864", "mode=0777"]);
     }
 
     #[test]
     fn size_option_sets_the_limit() {
         let plan = TmpfsDriver.mount("/pods/x", &options(Some("1Gi"))).unwrap();
-        assert_eq!(mount_options(plan), ["size=1073741824", "mode=0750"]);
+        assert_eq!(mount_options(plan), ["size=1073741824", "mode=0777"]);
     }
 
     #[test]
