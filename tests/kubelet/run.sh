@@ -123,39 +123,19 @@ done
 [ -s "$work/array.addr" ] || { echo "array server did not start:" >&2; cat "$logs/array-server.stderr" >&2; exit 1; }
 array_url=http://$(cat "$work/array.addr")
 
-# rest-array's shipped policy (plugins/rest-array/policy.toml) with this
-# server as endpoint and HTTP origin, loopback allowed, its image dir
-# claimed, and the token from the root-only file.
-cat >"$work/rest-array-policy.toml" <<EOF
-plugin_sha256 = "auto"
-
-[limits]
-deadline_seconds = 60
-wait_for_attach_deadline_seconds = 90
-
-[state]
-quota_kib = 256
-
-[devices]
-claim = ["loop-backing-dir:$work/array/images"]
-
-[mount]
-format = ["ext4", "xfs"]
-block = ["ext4", "xfs"]
-options = ["noatime", "discard"]
-
-[http]
-allow = ["$array_url"]
-allow_loopback = true
-max_response_kib = 1024
-
-[config]
-endpoint = "$array_url"
-token = { file = "$work/array-token", secret = true }
-defaultFSType = "ext4"
-defaultFSOpt = ""
-defaultMountOpt = "noatime,discard"
-EOF
+# rest-array's shipped policy (plugins/rest-array/policy.toml) pointed at
+# this server (endpoint and HTTP origin, loopback allowed), claiming its
+# image dir, with the token from the root-only file.
+policy=$work/rest-array-policy.toml
+sed -e "s|^claim = \[\"loop-backing-dir:[^\"]*\"\]\$|claim = [\"loop-backing-dir:$work/array/images\"]|" \
+  -e "s|^allow = \[[^]]*\]\$|allow = [\"$array_url\"]\nallow_loopback = true|" \
+  -e "s|^endpoint = \"[^\"]*\"\$|endpoint = \"$array_url\"|" \
+  -e "s|^token = { file = \"[^\"]*\", secret = true }\$|token = { file = \"$work/array-token\", secret = true }|" \
+  "$repo/plugins/rest-array/policy.toml" >"$policy"
+for line in "claim = [\"loop-backing-dir:$work/array/images\"]" "allow = [\"$array_url\"]" "allow_loopback = true" \
+  "endpoint = \"$array_url\"" "token = { file = \"$work/array-token\", secret = true }"; do
+  grep -qxF -- "$line" "$policy" || { echo "cannot adapt plugins/rest-array/policy.toml: no line $line" >&2; exit 1; }
+done
 
 # --- install each driver into its own plugin dir (the prober inits every
 # driver in a plugin dir) ----------------------------------------------------
@@ -166,7 +146,8 @@ install_driver() { # NAME POLICY
 }
 install_driver loop "$repo/plugins/loop/policy.toml"
 install_driver tmpfs "$repo/plugins/tmpfs/policy.toml"
-install_driver rest-array "$work/rest-array-policy.toml"
+install_driver rest-array "$policy"
+cp "$policy" "$logs/"
 
 # --- scenarios -------------------------------------------------------------
 rows=()
@@ -235,7 +216,7 @@ done
 # --- summary ---------------------------------------------------------------
 echo
 echo "== kubelet harness summary (Kubernetes v1.20.2 flexvolume code; logs: $logs)"
-printf '%-18s %3s %7s %6s %10s %9s  %s\n' scenario rc time calls unexpected leftovers result
+printf '%-18s %3s %7s %6s %10s %9s  %s\n' scenario rc time calls unexpected leftovers 'go test'
 printf '%s\n' "${rows[@]}"
 echo
 echo "UNEXPECTED lines:"
