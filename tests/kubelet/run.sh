@@ -43,11 +43,17 @@ case $target in /*) ;; *) target=$repo/$target ;; esac
 guests=$target/guests
 cd "$repo"
 echo "== build: host, reference plugins (wasm32-wasip2), array server"
-cargo build --release -p flexwasm
+# CI hands over the host `cargo test --release --workspace` built
+# (FLEXWASM_HOST_BIN), so wasmtime is not built a second time.
+if [ -n "${FLEXWASM_HOST_BIN:-}" ]; then
+  host=$FLEXWASM_HOST_BIN
+else
+  cargo build --release -p flexwasm
+  host=$target/release/flexwasm
+fi
 CARGO_TARGET_DIR=$guests cargo build --release --target wasm32-wasip2 \
   -p flexwasm-plugin-loop -p flexwasm-plugin-tmpfs -p flexwasm-plugin-rest-array
 CARGO_TARGET_DIR=$guests cargo build --release -p flexwasm-array-server
-host=$target/release/flexwasm
 wasm=$guests/wasm32-wasip2/release
 array_bin=$guests/release/flexwasm-array-server
 t_build=$(($(ms) - t_start))
