@@ -129,7 +129,7 @@ fn loop_driver_full_kubelet_sequence() {
 
     // The call log has one JSON line per call, with the plugin's log lines.
     let log = sb.log_lines("loop");
-    assert_eq!(log.len(), 31, "one log line per call");
+    assert_eq!(log.len(), 30, "one log line per call");
     assert!(
         log.iter()
             .any(|l| l["op"] == "attach" && l["plugin_log"].is_array())
