@@ -1173,3 +1173,72 @@ fn filesystem_plan_device() {
         std::fs::write(&installed, text).unwrap();
     }
 }
+
+/// Total resident memory of the running processes of `exe`, in KiB.
+fn rss_of(exe: &Path) -> u64 {
+    processes_running(exe)
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn memory_hold() {
+    let sb = Sandbox::new();
+    let d = "memory_hold";
+    install(&sb, d, "[limits]\ndeadline_seconds = 20\nmemory_mib = 64\n");
+    // A pool of 512 MiB: 64 MiB guest + 64 MiB host budget per call, so
+    // four calls at a time.
+    const CALLS: usize = 16;
+    let children: Vec<_> = (0..CALLS)
+        .map(|_| {
+            Command::new(sb.driver_exe(d))
+                .arg("init")
+                .env_clear()
+                .envs(sb.env())
+                .env("FLEXWASM_NODE_MEMORY_MIB", "512")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut peak_kib = 0;
+    while !processes_running(&sb.driver_exe(d)).is_empty()
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        peak_kib = peak_kib.max(rss_of(&sb.driver_exe(d)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let json = check_output_discipline(
+            &["init".to_string()],
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr),
+            out.status.code().unwrap_or(-1),
+        );
+        // Every call got its turn: they waited, none failed.
+        assert_eq!(json["status"], "Success", "{json}");
+    }
+    // Without the pool: 16 × ~70 MiB ≈ 1.1 GiB at once. With it: four
+    // holders (~70 MiB each) plus waiting calls that have not instantiated
+    // anything (~10 MiB each).
+    assert!(
+        peak_kib < (4 * 75 + 12 * 12) << 10,
+        "{CALLS} concurrent calls held {} MiB at once with a 512 MiB pool",
+        peak_kib >> 10
+    );
+    // Four at a time, 1.5 s each: at least four rounds.
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
