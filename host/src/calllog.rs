@@ -101,35 +101,20 @@ fn trim_partial_secrets_at_cut(text: &str, secrets: &[String]) -> String {
     )
 }
 
-impl CallRecord<'_> {
-    /// Scrub every string field of `secrets`. Done per field, before
-    /// serialising: in the JSON text a secret may be escaped (quotes,
-    /// backslashes, newlines) and a short one would corrupt the structure.
-    fn redact(&mut self, secrets: &SecretSet) {
-        if secrets.is_empty() {
-            return;
-        }
-        let r = |s: &mut String| *s = secrets.redact(s);
-        self.args.iter_mut().for_each(r);
-        if let Some(m) = self.message.as_mut() {
-            r(m);
-        }
-        self.plugin_log.iter_mut().for_each(|l| r(&mut l.message));
-        for out in [&mut self.plugin_stdout, &mut self.plugin_stderr] {
-            *out = secrets.redact(&trim_partial_secrets_at_cut(out, secrets.raw_values()));
-        }
-        for h in &mut self.http {
-            r(&mut h.url);
-            h.denied.iter_mut().for_each(r);
-            h.error.iter_mut().for_each(r);
+/// Append one record to `path`, rotating first if it is large. Every
+/// string in the record, whatever field it is in, is scrubbed of
+/// `secrets`; captured output first loses a secret's pieces at a cut.
+pub fn append(path: &Path, mut record: CallRecord<'_>, secrets: &SecretSet) {
+    if !secrets.is_empty() {
+        for out in [&mut record.plugin_stdout, &mut record.plugin_stderr] {
+            *out = trim_partial_secrets_at_cut(out, secrets.raw_values());
         }
     }
-}
-
-/// Append one record to `path`, rotating first if it is large.
-pub fn append(path: &Path, mut record: CallRecord<'_>, secrets: &SecretSet) {
-    record.redact(secrets);
-    let Ok(line) = serde_json::to_string(&record) else {
+    let Ok(mut value) = serde_json::to_value(&record) else {
+        return;
+    };
+    secrets.redact_json(&mut value);
+    let Ok(line) = serde_json::to_string(&value) else {
         return;
     };
     let _ = write_line(path, &line);

@@ -108,6 +108,20 @@ fn owned(dev: &blockdev::BlockDevice, grant: &Grant) -> bool {
     })
 }
 
+/// The mounts of block device `dev`: by its device number, which only the
+/// kernel sets. The mount table's source is text a FUSE filesystem chooses
+/// (`fsname=/dev/loop5`); it counts only for btrfs, which reports an
+/// anonymous device number, and whose type no FUSE filesystem can claim.
+pub fn mounts_of_device<'a>(
+    entries: &'a [mountinfo::MountEntry],
+    dev: &'a blockdev::BlockDevice,
+) -> impl Iterator<Item = &'a mountinfo::MountEntry> {
+    entries.iter().filter(move |m| {
+        (m.major, m.minor) == (dev.major, dev.minor)
+            || (m.fs_type == "btrfs" && Path::new(&m.source) == dev.path)
+    })
+}
+
 /// Where a device to be mounted may already be mounted.
 #[derive(Debug, Clone, Copy)]
 pub struct MountedOnlyAt<'a> {
@@ -165,9 +179,7 @@ pub fn check(dev: &Path, grant: &Grant, mount: Option<MountedOnlyAt<'_>>) -> Res
     let entries = mountinfo::read().map_err(|e| e.to_string())?;
     if let Ok(all) = blockdev::list() {
         for part in all.iter().filter(|p| p.parent.as_deref() == Some(dev)) {
-            if let Some(m) = entries.iter().find(|m| {
-                (m.major, m.minor) == (part.major, part.minor) || Path::new(&m.source) == part.path
-            }) {
+            if let Some(m) = mounts_of_device(&entries, part).next() {
                 return Err(format!(
                     "{} has a partition ({}) mounted at {}; not touching it",
                     dev.display(),
@@ -179,13 +191,13 @@ pub fn check(dev: &Path, grant: &Grant, mount: Option<MountedOnlyAt<'_>>) -> Res
     }
     if let Some(target) = mount_target {
         let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
-        // btrfs reports an anonymous 0:N device number: compare sources too.
-        let driver = mount.map(|m| m.driver);
-        if let Some(m) = entries.iter().find(|m| {
-            ((m.major, m.minor) == (info.major, info.minor) || Path::new(&m.source) == dev)
-                && m.mount_point != target
-                && !driver.is_some_and(|d| {
-                    crate::kubelet_paths::parse_pod_volume_dir(&m.mount_point, d).is_some()
+        let root = mount.and_then(|m| {
+            crate::kubelet_paths::kubelet_root_of(&target, m.driver).map(|r| (r, m.driver))
+        });
+        if let Some(m) = mounts_of_device(&entries, &info).find(|m| {
+            m.mount_point != target
+                && !root.as_ref().is_some_and(|(r, d)| {
+                    crate::kubelet_paths::is_pod_binding(&m.mount_point, d, r)
                 })
         }) {
             return Err(format!(

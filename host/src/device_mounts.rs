@@ -24,9 +24,11 @@ pub struct DeviceMount {
     pub path: PathBuf,
     pub device: PathBuf,
     pub fs_type: String,
+    /// [`crate::options::RawOptions::volume_identity`] of the volume.
+    pub volume: String,
 }
 
-const MAGIC: &str = "flexwasm-device-mount v1";
+const MAGIC: &str = "flexwasm-device-mount v2";
 
 fn record_path(layout: &DriverLayout, path: &Path) -> PathBuf {
     let sha = crate::precompiled::sha256_hex(path.as_os_str().as_encoded_bytes());
@@ -44,10 +46,11 @@ pub fn record(layout: &DriverLayout, m: &DeviceMount) -> std::io::Result<()> {
             .create(dir)?;
     }
     let text = format!(
-        "{MAGIC}\n{}\n{}\n{}\n",
+        "{MAGIC}\n{}\n{}\n{}\n{}\n",
         m.path.display(),
         m.device.display(),
-        m.fs_type
+        m.fs_type,
+        m.volume
     );
     crate::precompiled::write_atomic(&file, text.as_bytes(), 0o600).map(|_| ())
 }
@@ -64,6 +67,7 @@ pub fn lookup(layout: &DriverLayout, path: &Path) -> Option<DeviceMount> {
         path: PathBuf::from(lines.next()?),
         device: PathBuf::from(lines.next()?),
         fs_type: lines.next()?.to_string(),
+        volume: lines.next()?.to_string(),
     };
     (m.path == path).then_some(m)
 }
@@ -93,6 +97,7 @@ mod tests {
             path: "/k/plugins/kubernetes.io/flexvolume/acme/x/mounts/v".into(),
             device: "/dev/loop7".into(),
             fs_type: "ext4".into(),
+            volume: "ab12".into(),
         };
         assert_eq!(lookup(&layout, &m.path), None);
         record(&layout, &m).unwrap();

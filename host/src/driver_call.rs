@@ -58,6 +58,22 @@ use crate::runtime::{Plugin, RuntimeError, wit};
 use crate::secrets::SecretSet;
 use crate::supervisor::Supervisor;
 
+/// Longest device path `attach` may answer: kubelet stores it in the Node
+/// object's status (by-path links of iSCSI LUNs are about 120 characters).
+const MAX_ATTACH_DEVICE_BYTES: usize = 256;
+
+/// Whether mount-table entry `e` is of the block device `dev` (numbers
+/// `numbers`): by the device number only the kernel sets; the source text
+/// counts for btrfs alone, whose device number is anonymous (a FUSE
+/// filesystem chooses its source freely, but not the type btrfs).
+fn same_device(e: &mountinfo::MountEntry, numbers: (u32, u32), dev: &Path) -> bool {
+    (e.major, e.minor) == numbers || (e.fs_type == "btrfs" && Path::new(&e.source) == dev)
+}
+
+fn has_flag(e: &mountinfo::MountEntry, flag: &str) -> bool {
+    e.options.iter().any(|o| o == flag)
+}
+
 /// The filesystem kubelet formats a device with when the volume names none.
 const KUBELET_DEFAULT_FS: &str = "ext4";
 
@@ -395,34 +411,45 @@ fn dispatch(
                 },
                 Err(wit::DriverError::Failure(msg)) => return Err(CallError::Plugin(msg)),
             };
-            let mounted = mount_block(ctx, &plan, &target, read_only)?;
-            device_mounts::record(
-                ctx.layout,
-                &DeviceMount {
-                    path: mount_path.clone(),
-                    device: mounted,
-                    fs_type: plan.fs_type.trim().to_string(),
-                },
-            )
-            .map_err(|e| {
+            // Recorded before the mount: a call stopped right after mount(2)
+            // must not leave a device mount the host cannot bind from.
+            let previous = device_mounts::lookup(ctx.layout, mount_path);
+            let record = DeviceMount {
+                path: mount_path.clone(),
+                device: blockdev::resolve_block_device(Path::new(&plan.device))?,
+                fs_type: plan.fs_type.trim().to_string(),
+                volume: call
+                    .options()
+                    .map(RawOptions::volume_identity)
+                    .unwrap_or_default(),
+            };
+            device_mounts::record(ctx.layout, &record).map_err(|e| {
                 refused(format!(
-                    "mounted, but cannot record the mount in {}: {e}",
+                    "cannot record the mount in {}: {e}",
                     ctx.layout.state_dir.display()
                 ))
             })?;
+            if let Err(e) = mount_block(ctx, &plan, &target, read_only) {
+                let _ = match previous {
+                    Some(p) => device_mounts::record(ctx.layout, &p),
+                    None => device_mounts::forget(ctx.layout, mount_path),
+                };
+                return Err(e);
+            }
             Ok(DriverStatus::success())
         }
         Call::UnmountDevice { mount_path } => {
-            let status = unmount_then_hook(plugin, mount_path, "unmountdevice", |g, s, p| {
-                g.call_unmount_device(s, p)
-            })?;
+            unmount_path(mount_path)?;
+            // Forgotten once unmounted, whatever the plugin's hook says.
             device_mounts::forget(ctx.layout, mount_path).map_err(|e| {
                 refused(format!(
                     "unmounted, but cannot forget the mount in {}: {e}",
                     ctx.layout.state_dir.display()
                 ))
             })?;
-            Ok(status)
+            unmount_then_hook(plugin, mount_path, "unmountdevice", |g, s, p| {
+                g.call_unmount_device(s, p)
+            })
         }
         Call::Mount { dir, .. } => {
             let target = existing_dir(dir, "pod volume dir")?;
@@ -436,7 +463,10 @@ fn dispatch(
                     mount_filesystem(ctx, &fs, &target, read_only)?
                 }
                 // kubelet's default is this bind, minus the flags.
-                Err(wit::DriverError::NotSupported) => bind_device_mount(ctx, &target, read_only)?,
+                Err(wit::DriverError::NotSupported) => {
+                    let identity = call.options().map(RawOptions::volume_identity);
+                    bind_device_mount(ctx, &target, read_only, identity.as_deref())?
+                }
                 Err(wit::DriverError::Failure(msg)) => return Err(CallError::Plugin(msg)),
             }
             Ok(DriverStatus::success())
@@ -493,13 +523,16 @@ fn dispatch(
 fn check_attach_device(ctx: &CallContext<'_>, device: &str, node: &str) -> Result<(), CallError> {
     let p = Path::new(device);
     let clean = device.starts_with("/dev/")
-        && device.len() <= crate::contract::MAX_DEVICE_BYTES
+        && device.len() <= MAX_ATTACH_DEVICE_BYTES
         && !p.components().any(|c| c == std::path::Component::ParentDir)
-        && !device.chars().any(char::is_control);
+        && device
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._:+@=,-".contains(&b));
     if !clean {
-        return Err(CallError::Plugin(
-            "plugin's attach answered a device that is not a plain path under /dev/".into(),
-        ));
+        return Err(CallError::Plugin(format!(
+            "plugin's attach answered a device that is not a plain path under /dev/ (at most \
+             {MAX_ATTACH_DEVICE_BYTES} characters: letters, digits and /._:+@=,-)"
+        )));
     }
     if ctx.secrets.found_in(device) {
         return Err(refused(
@@ -541,6 +574,7 @@ fn bind_device_mount(
     ctx: &CallContext<'_>,
     target: &Path,
     read_only: bool,
+    volume: Option<&str>,
 ) -> Result<(), CallError> {
     let name = &ctx.layout.name;
     let pod = kubelet_paths::parse_pod_volume_dir(target, name).ok_or_else(|| {
@@ -560,6 +594,17 @@ fn bind_device_mount(
             pod.volume
         ))
     })?;
+    // The device mount path is keyed by the volume's name only: an inline
+    // volume named after another pod's PV lands on the same path. Its own
+    // options differ: never bind another volume's filesystem into a pod.
+    if volume != Some(recorded.volume.as_str()) {
+        return Err(refused(format!(
+            "{} holds the device of a volume with other options than this one ({}); not \
+             binding another volume's filesystem into this pod",
+            source.display(),
+            pod.volume
+        )));
+    }
     let mounted = mountinfo::mount_at(&source)?.ok_or_else(|| {
         refused(format!(
             "{} is no longer mounted (it was {} from {}); run mountdevice again",
@@ -569,7 +614,7 @@ fn bind_device_mount(
         ))
     })?;
     let numbers = blockdev::dev_numbers(&recorded.device)?;
-    if (mounted.major, mounted.minor) != numbers && Path::new(&mounted.source) != recorded.device {
+    if !same_device(&mounted, numbers, &recorded.device) {
         return Err(refused(format!(
             "{} is mounted from {}, not from {} as mountdevice left it; not binding it into a pod",
             source.display(),
@@ -580,7 +625,11 @@ fn bind_device_mount(
     if let Some(existing) = mountinfo::mount_at(target)? {
         if existing.mount_id != mounted.mount_id
             && (existing.major, existing.minor) == (mounted.major, mounted.minor)
+            && existing.root == mounted.root
             && existing.is_read_only() == (read_only || mounted.is_read_only())
+            && ["nosuid", "nodev"]
+                .iter()
+                .all(|f| !has_flag(&mounted, f) || has_flag(&existing, f))
         {
             return Ok(()); // already done: idempotent
         }
@@ -815,9 +864,14 @@ fn mount_block(
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
     if let Some(existing) = mountinfo::mount_at(target)? {
-        // btrfs reports an anonymous 0:N device number: compare sources too.
-        let same = (existing.major, existing.minor) == (major, minor)
-            || Path::new(&existing.source) == device;
+        // Ours only if it is this device, its whole filesystem, with the
+        // flags the host sets.
+        let same = same_device(&existing, (major, minor), &device)
+            && existing.root == "/"
+            && mount_options
+                .iter()
+                .filter(|o| ["nosuid", "nodev", "noexec"].contains(&o.as_str()))
+                .all(|f| has_flag(&existing, f));
         if same {
             let existing_ro = existing.options.iter().any(|o| o == "ro");
             if existing_ro != read_only {
@@ -896,7 +950,9 @@ fn mount_filesystem(
 ) -> Result<(), CallError> {
     let fs_type = plan.fs_type.trim();
     check_fs_granted("mounting", fs_type, &ctx.grant.filesystem)?;
-    crate::policy::check_filesystem_plan_type(fs_type).map_err(refused)?;
+    crate::policy::check_filesystem_plan_type(fs_type)
+        .and_then(|()| crate::policy::check_kernel_needs_no_device(fs_type))
+        .map_err(refused)?;
     if plan.source.is_empty() || plan.source.contains('\0') || plan.source.len() > 4096 {
         return Err(refused("the mount plan's source is empty or malformed"));
     }
@@ -965,7 +1021,7 @@ fn grow_mounted_filesystem(
             mount_path.display()
         )));
     };
-    if (mounted.major, mounted.minor) != numbers && Path::new(&mounted.source) != dev {
+    if !same_device(&mounted, numbers, &dev) {
         return Err(refused(format!(
             "{} is mounted from {}, not from {}",
             mount_path.display(),

@@ -70,6 +70,34 @@ pub fn device_mount_path(kubelet_root: &Path, driver: &DriverName, volume: &str)
         .join(volume)
 }
 
+/// The kubelet root of a pod volume dir or device mount path of `driver`.
+pub fn kubelet_root_of(path: &Path, driver: &DriverName) -> Option<PathBuf> {
+    if let Some(pod) = parse_pod_volume_dir(path, driver) {
+        return Some(pod.kubelet_root);
+    }
+    let n = names(path)?;
+    let k = n.len().checked_sub(7)?;
+    is_device_mount_path(path, driver).then(|| root_of(&n[..k]))
+}
+
+/// Whether a mount at `mount_point` is one kubelet or the host makes of a
+/// volume of `driver` in a pod: the pod volume dir itself, or a subPath
+/// bind kubelet makes from it
+/// (`<kubelet_root>/pods/<uid>/volume-subpaths/<volume>/<container>/<n>`).
+pub fn is_pod_binding(mount_point: &Path, driver: &DriverName, kubelet_root: &Path) -> bool {
+    if parse_pod_volume_dir(mount_point, driver).is_some_and(|p| p.kubelet_root == kubelet_root) {
+        return true;
+    }
+    let Ok(rest) = mount_point.strip_prefix(kubelet_root.join("pods")) else {
+        return false;
+    };
+    let rest = Path::new("/").join(rest);
+    let Some(n) = names(&rest) else {
+        return false;
+    };
+    n.len() == 5 && n[1] == "volume-subpaths"
+}
+
 /// Whether `path` is shaped like a device mount path of `driver`.
 pub fn is_device_mount_path(path: &Path, driver: &DriverName) -> bool {
     let Some(n) = names(path) else {
@@ -117,5 +145,25 @@ mod tests {
             assert_eq!(parse_pod_volume_dir(Path::new(bad), &d), None, "{bad}");
         }
         assert!(!is_device_mount_path(pod, &d));
+        let root = Path::new("/var/lib/kubelet");
+        assert_eq!(kubelet_root_of(&dev, &d).as_deref(), Some(root));
+        assert_eq!(kubelet_root_of(pod, &d).as_deref(), Some(root));
+        assert!(is_pod_binding(pod, &d, root));
+        assert!(is_pod_binding(
+            Path::new("/var/lib/kubelet/pods/u-2/volume-subpaths/data/app/0"),
+            &d,
+            root
+        ));
+        assert!(!is_pod_binding(
+            Path::new("/var/lib/kubelet/pods/u-2/volume-subpaths/data/app/0/x"),
+            &d,
+            root
+        ));
+        assert!(!is_pod_binding(
+            Path::new("/mnt/pods/u-2/volume-subpaths/data/app/0"),
+            &d,
+            root
+        ));
+        assert!(!is_pod_binding(&dev, &d, root));
     }
 }

@@ -66,24 +66,30 @@ fn is_flexvolume_op(op: &str) -> bool {
 
 fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
     let started = Instant::now();
+    // The op only (bounded): the prefix of every message.
+    let op: String = raw_args
+        .first()
+        .map(|a| a.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    let prefix = format!("{} {op}", layout.name).trim_end().to_string();
+    // First, before any work on argv: the one answer, the clock, the heap.
+    let supervisor = Supervisor::start(prefix.clone());
+    // Decided from argv as kubelet sent it, before anything can fail: every
+    // Failure of a call that may carry secrets exits 0 (see
+    // `may_carry_secrets`), and its argv is hidden from other processes.
+    let quiet = may_carry_secrets(raw_args);
+    supervisor::set_quiet(quiet);
+    if quiet {
+        supervisor::hide_arguments();
+    }
     let lossy: Vec<String> = raw_args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let prefix = format!(
-        "{} {}",
-        layout.name,
-        lossy.first().map(String::as_str).unwrap_or("")
-    );
-    let prefix = prefix.trim_end().to_string();
-    // Decided once, from argv as kubelet sent it, before anything can fail:
-    // every Failure of a call that may carry secrets exits 0 (see
-    // `may_carry_secrets`).
-    let quiet = may_carry_secrets(raw_args);
     let argv_secrets = secrets_of(&lossy);
-    let abort_log = {
+    {
         let (layout, args, secrets) = (layout.clone(), lossy.clone(), argv_secrets.clone());
-        Box::new(move |status: &DriverStatus, code: i32| {
+        supervisor.on_abort(Box::new(move |status: &DriverStatus, code: i32| {
             log_call(
                 &layout,
                 &args,
@@ -93,10 +99,8 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
                 &secrets,
                 started,
             )
-        })
-    };
-    let supervisor = Supervisor::start(prefix.clone(), abort_log);
-    supervisor::set_quiet(quiet);
+        }));
+    }
 
     let args: Result<Vec<String>, _> = raw_args.iter().map(|a| a.clone().into_string()).collect();
     let (mut status, report) = match args {

@@ -138,12 +138,20 @@ pub fn set_budget(engine: &wasmtime::Engine, bytes: usize) {
     SOFT_LIMIT.store(soft, Ordering::Relaxed);
 }
 
+/// Before a plugin runs: allocations past `bytes` (plus what is live now)
+/// fail, answered by [`crate::supervisor::out_of_memory`].
+pub fn set_limit(bytes: usize) {
+    HARD_LIMIT.store(live().saturating_add(bytes), Ordering::Relaxed);
+}
+
 /// Whether the call's host-side memory went over its budget.
 pub fn over_budget() -> bool {
     OVER_BUDGET.load(Ordering::Relaxed)
 }
 
-/// Lift the budget (the plugin is done; the host finishes the call).
+/// Lift the budget: the plugin's turn is over, and the host's own work
+/// (mkfs, mount, the answer, the log line) must not fail because of what
+/// the plugin spent. What the plugin left behind is freed with the store.
 pub fn clear_budget() {
     SOFT_LIMIT.store(usize::MAX, Ordering::Relaxed);
     HARD_LIMIT.store(usize::MAX, Ordering::Relaxed);

@@ -122,6 +122,31 @@ impl RawOptions {
         }
     }
 
+    /// What identifies the volume across its calls: every option but the
+    /// ones kubelet adds per call (`readwrite`, which differs between a
+    /// device mount and a read-only pod; the pod keys, fsGroup and secrets,
+    /// which only `mount` gets), hashed. kubelet builds `mountdevice` and
+    /// `mount` options from the same volume spec, so the two agree for one
+    /// volume; two volumes that share a name (an inline volume named after
+    /// someone's PV) differ in their own options.
+    pub fn volume_identity(&self) -> String {
+        let kept: BTreeMap<&str, &str> = self
+            .0
+            .iter()
+            .filter(|(k, _)| {
+                !(k.starts_with(SECRET_PREFIX)
+                    || k.starts_with("kubernetes.io/pod.")
+                    || matches!(
+                        k.as_str(),
+                        READWRITE | SERVICE_ACCOUNT | FS_GROUP | FS_GROUP_OLD
+                    ))
+            })
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let canonical = serde_json::to_string(&kept).unwrap_or_default();
+        crate::precompiled::sha256_hex(canonical.as_bytes())
+    }
+
     /// The JSON object with every secret value replaced, for logs.
     pub fn redacted_json(&self) -> String {
         let map: BTreeMap<&str, &str> = self

@@ -746,8 +746,10 @@ const BLOCK_FILESYSTEMS: &[&str] = &[
     "jffs2", "ubifs",
 ];
 
-/// Kernel views of the node, and filesystems that would expose host paths
-/// or have no size limit: a pod must never get one of these.
+/// Kernel views of the node, filesystems that would expose host paths or
+/// descriptors or have no size limit, and network filesystems (the kernel
+/// would reach servers no `[http]` rule checks): a pod must never get one
+/// of these through a filesystem plan.
 const NODE_FILESYSTEMS: &[&str] = &[
     "proc",
     "sysfs",
@@ -787,12 +789,27 @@ const NODE_FILESYSTEMS: &[&str] = &[
     "ramfs",
     "overlay",
     "aufs",
+    "ecryptfs",
+    "shiftfs",
+    "9p",
     "none",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "afs",
+    "coda",
+    "virtiofs",
+    "lustre",
+    "orangefs",
+    "gfs2meta",
+    "zonefs",
 ];
 
-/// Whether `fs_type` may be mounted by a filesystem plan: it needs no block
-/// device (by our list, and by the kernel's word in `/proc/filesystems`
-/// when it knows the type) and is not a view of the node.
+/// Whether `fs_type` may be granted to, and mounted by, a filesystem plan
+/// (by name: see [`check_kernel_needs_no_device`] for the kernel's word).
 pub fn check_filesystem_plan_type(fs_type: &str) -> Result<(), String> {
     let base = fs_type.split('.').next().unwrap_or(fs_type);
     if BLOCK_FILESYSTEMS.contains(&base) {
@@ -803,23 +820,38 @@ pub fn check_filesystem_plan_type(fs_type: &str) -> Result<(), String> {
     }
     if NODE_FILESYSTEMS.contains(&base) {
         return Err(format!(
-            "'{fs_type}' would give a pod a view of the node (or host paths, or unbounded \
-             memory); it is never allowed"
+            "'{fs_type}' would give a pod a view of the node, host paths, unbounded memory or a \
+             network no grant checks; it is never allowed"
         ));
     }
-    // The kernel marks every filesystem that needs no device "nodev".
-    if let Ok(known) = std::fs::read_to_string("/proc/filesystems") {
-        for line in known.lines() {
-            let mut fields = line.split_whitespace().rev();
-            if fields.next() == Some(fs_type) && fields.next() != Some("nodev") {
-                return Err(format!(
-                    "'{fs_type}' needs a block device (so says /proc/filesystems); mount it with \
-                     a block plan, not a filesystem plan"
-                ));
-            }
+    Ok(())
+}
+
+/// At mount time: the kernel must list `fs_type` in `/proc/filesystems` as
+/// `nodev` — it then never looks a mount source up as a device. An
+/// allowlist by the kernel's own word, not a list of ours that a new
+/// filesystem could be missing from. (A type whose module is not loaded
+/// yet is refused until it is.)
+pub fn check_kernel_needs_no_device(fs_type: &str) -> Result<(), String> {
+    let known = std::fs::read_to_string("/proc/filesystems")
+        .map_err(|e| format!("cannot read /proc/filesystems: {e}"))?;
+    for line in known.lines() {
+        let mut fields = line.split_whitespace().rev();
+        if fields.next() == Some(fs_type) {
+            return if fields.next() == Some("nodev") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "'{fs_type}' needs a block device (so says /proc/filesystems); mount it \
+                     with a block plan, not a filesystem plan"
+                ))
+            };
         }
     }
-    Ok(())
+    Err(format!(
+        "'{fs_type}' is not a filesystem this kernel knows (/proc/filesystems); load its module \
+         first"
+    ))
 }
 
 /// Replace `plugin_sha256 = "auto"` with the given plugin's hash (what

@@ -473,7 +473,11 @@ impl Plugin {
         let t = Instant::now();
         let result = f(self.bindings.flexwasm_driver_driver(), &mut self.store);
         self.phases.push(("call", ms(t)));
-        if crate::memory::over_budget() {
+        // The plugin's turn is over; what it made the host hold is checked
+        // just below, and the host's own work goes on without its budget.
+        let over = crate::memory::over_budget();
+        crate::memory::clear_budget();
+        if over {
             // Even if the guest returned before the interruption hit it.
             return Err(RuntimeError::HostMemory {
                 call,

@@ -31,6 +31,7 @@
 //! the protection against a plugin that means harm.
 
 use base64::Engine as _;
+use memchr::memmem::Finder;
 
 /// Shortest folded secret that is looked for: a shorter one would match
 /// ordinary words and numbers everywhere.
@@ -42,39 +43,46 @@ const HALVES_FROM: usize = 16;
 
 pub const REDACTED: &str = "<redacted>";
 
-/// The secrets of one call, ready to be found in text.
-#[derive(Debug, Clone, Default)]
+/// The secrets of one call, ready to be found in text. Finding them is
+/// linear in the text and in the secrets (a few fixed-size forms each, and
+/// one pass per form), whatever their size.
+#[derive(Clone, Default)]
 pub struct SecretSet {
-    /// Folded forms to look for, longest first.
-    needles: Vec<Vec<char>>,
+    /// Folded forms (whole, halves, encodings), searched in folded text.
+    folded: Vec<Finder<'static>>,
+    /// Each value as given, ASCII-lowercased, searched in the text as is:
+    /// a value that is mostly punctuation has little to fold.
+    raw: Vec<Finder<'static>>,
     /// The values as given (for the cut-aware trimming of captured output).
-    raw: Vec<String>,
+    values: Vec<String>,
 }
 
-/// Letters and digits of `text`, lowercased, each with the byte range of
+impl std::fmt::Debug for SecretSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretSet({} values)", self.values.len())
+    }
+}
+
+/// Letters and digits of `text`, lowercased (fullwidth forms read as
+/// ASCII), as UTF-8; for each of its bytes, the byte range in `text` of
 /// the character it came from.
-fn fold(text: &str) -> (Vec<char>, Vec<(usize, usize)>) {
-    let mut chars = Vec::with_capacity(text.len());
+fn fold(text: &str) -> (String, Vec<(u32, u32)>) {
+    let mut out = String::with_capacity(text.len());
     let mut spans = Vec::with_capacity(text.len());
     for (i, c) in text.char_indices() {
-        let end = i + c.len_utf8();
-        // Fullwidth ASCII (U+FF01..U+FF5E) reads as ASCII.
+        let span = (i as u32, (i + c.len_utf8()) as u32);
         let c = match u32::from(c) {
             0xFF01..=0xFF5E => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
             _ => c,
         };
         if c.is_alphanumeric() {
             for lc in c.to_lowercase() {
-                chars.push(lc);
-                spans.push((i, end));
+                out.push(lc);
+                spans.extend(std::iter::repeat_n(span, lc.len_utf8()));
             }
         }
     }
-    (chars, spans)
-}
-
-fn folded(text: &str) -> Vec<char> {
-    fold(text).0
+    (out, spans)
 }
 
 /// The part of base64(`prefix` zero bytes + `secret`) that depends only on
@@ -90,43 +98,55 @@ fn base64_core(secret: &[u8], prefix: usize) -> Option<String> {
     (end > skip).then(|| encoded[skip..end].to_string())
 }
 
+fn finder(needle: &[u8]) -> Finder<'static> {
+    Finder::new(needle).into_owned()
+}
+
 impl SecretSet {
     pub fn new() -> Self {
         SecretSet::default()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.folded.is_empty() && self.raw.is_empty()
     }
 
     /// Add one secret value (any bytes).
     pub fn add(&mut self, value: &[u8]) {
         let text = String::from_utf8_lossy(value);
-        let whole = folded(&text);
-        if whole.len() < MIN_FOLDED {
-            return;
+        let trimmed = text.trim();
+        if trimmed.len() >= MIN_FOLDED {
+            self.raw
+                .push(finder(trimmed.to_ascii_lowercase().as_bytes()));
+            self.values.push(trimmed.to_string());
         }
-        self.raw.push(text.trim().to_string());
-        let mut forms = vec![whole.clone()];
-        if whole.len() >= HALVES_FROM {
-            let half = whole.len().div_ceil(2);
-            forms.extend(whole.windows(half).map(<[char]>::to_vec));
+        let (whole, _) = fold(&text);
+        let chars: Vec<char> = whole.chars().collect();
+        if chars.len() >= MIN_FOLDED {
+            self.folded.push(finder(whole.as_bytes()));
+        }
+        // A value split in two, anywhere: the longer piece holds the first
+        // or the second half.
+        if chars.len() >= HALVES_FROM {
+            let half = chars.len().div_ceil(2);
+            let first: String = chars[..half].iter().collect();
+            let second: String = chars[chars.len() - half..].iter().collect();
+            self.folded.push(finder(first.as_bytes()));
+            self.folded.push(finder(second.as_bytes()));
         }
         let mut encoded = vec![base64::engine::general_purpose::STANDARD_NO_PAD.encode(value)];
         encoded.extend((0..3).filter_map(|p| base64_core(value, p)));
-        encoded.push(value.iter().map(|b| format!("{b:02x}")).collect());
-        forms.extend(
-            encoded
-                .iter()
-                .map(|e| folded(e))
-                .filter(|f| f.len() >= MIN_ENCODED),
-        );
-        for f in forms {
-            if !self.needles.contains(&f) {
-                self.needles.push(f);
+        let mut hex = String::with_capacity(value.len() * 2);
+        for b in value {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        encoded.push(hex);
+        for e in encoded {
+            let (f, _) = fold(&e);
+            if f.len() >= MIN_ENCODED {
+                self.folded.push(finder(f.as_bytes()));
             }
         }
-        self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
     }
 
     pub fn add_str(&mut self, value: &str) {
@@ -134,41 +154,34 @@ impl SecretSet {
     }
 
     pub fn extend(&mut self, other: &SecretSet) {
-        for n in &other.needles {
-            if !self.needles.contains(n) {
-                self.needles.push(n.clone());
-            }
-        }
-        self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        self.folded.extend(other.folded.iter().cloned());
         self.raw.extend(other.raw.iter().cloned());
+        self.values.extend(other.values.iter().cloned());
     }
 
     /// The values as given, trimmed.
     pub fn raw_values(&self) -> &[String] {
-        &self.raw
+        &self.values
     }
 
     /// Byte ranges of `text` that hold a secret, merged and sorted.
     fn matches(&self, text: &str) -> Vec<(usize, usize)> {
-        if self.needles.is_empty() || text.is_empty() {
+        if self.is_empty() || text.is_empty() {
             return Vec::new();
         }
-        let (chars, spans) = fold(text);
         let mut hits: Vec<(usize, usize)> = Vec::new();
-        for needle in &self.needles {
-            if needle.len() > chars.len() {
-                continue;
-            }
-            let first = needle[0];
-            let mut i = 0;
-            while i + needle.len() <= chars.len() {
-                if chars[i] == first && chars[i..i + needle.len()] == needle[..] {
-                    hits.push((spans[i].0, spans[i + needle.len() - 1].1));
-                    i += needle.len();
-                } else {
-                    i += 1;
-                }
-            }
+        let lower = text.to_ascii_lowercase();
+        for f in &self.raw {
+            let n = f.needle().len();
+            hits.extend(f.find_iter(lower.as_bytes()).map(|i| (i, i + n)));
+        }
+        let (folded, spans) = fold(text);
+        for f in &self.folded {
+            let n = f.needle().len();
+            hits.extend(
+                f.find_iter(folded.as_bytes())
+                    .map(|i| (spans[i].0 as usize, spans[i + n - 1].1 as usize)),
+            );
         }
         hits.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(hits.len());
@@ -201,6 +214,28 @@ impl SecretSet {
         }
         out.push_str(&text[at..]);
         out
+    }
+
+    /// Scrub every string in a JSON value, keys included: a record is
+    /// redacted whole, so no field can be forgotten.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if self.found_in(s) {
+                    *s = self.redact(s);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact(&k), v);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -271,6 +306,38 @@ mod tests {
         let s = set(&["ab", "true", "x1"]);
         assert_eq!(s.redact("a b true x1"), "a b <redacted> x1");
         assert!(set(&["ab"]).is_empty());
+    }
+
+    #[test]
+    fn punctuation_secrets_are_found_as_written() {
+        let s = set(&["#!~@%^&*a1", "p@$$w0rd!#%^&*()"]);
+        assert_eq!(
+            s.redact("rejected password #!~@%^&*A1 and p@$$W0RD!#%^&*() here"),
+            "rejected password <redacted> and <redacted> here"
+        );
+    }
+
+    #[test]
+    fn finding_is_linear_in_the_secret_size() {
+        // 64 KiB secret, 1 MiB of text: a quadratic search would take
+        // minutes and gigabytes.
+        let secret: String = (0..64 << 10)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let mut s = SecretSet::new();
+        s.add_str(&secret);
+        let text = format!("{}{}", "x".repeat(1 << 20), &secret[..40 << 10]);
+        let started = std::time::Instant::now();
+        assert!(s.found_in(&text));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn json_records_are_redacted_whole() {
+        let s = set(&["Zk9-tOkEn-4242"]);
+        let mut v = serde_json::json!({"method": "ZK9TOKEN4242", "a": [{"b": "x zk9-token-4242"}]});
+        s.redact_json(&mut v);
+        assert!(!v.to_string().to_lowercase().contains("4242"), "{v}");
     }
 
     #[test]

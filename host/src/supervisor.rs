@@ -25,13 +25,15 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use crate::contract::DriverStatus;
 
 static ANSWERED: AtomicBool = AtomicBool::new(false);
+/// Set by [`out_of_memory`] when an answer was already out.
+static ANSWERED_BY_CALL: AtomicBool = AtomicBool::new(false);
 /// The exit code of the answer given (for an abort that comes after it).
 static ANSWER_CODE: AtomicI32 = AtomicI32::new(1);
 /// The call carries secrets: a Failure must exit 0 so kubelet does not
@@ -52,15 +54,31 @@ static OOM_ANSWER: OnceLock<Vec<u8>> = OnceLock::new();
 /// guest or a tool, write the answer and the log line.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
+/// What the watchdog waits for: `deadline + ANSWER_GRACE`, and what to say.
+struct Watch {
+    deadline: Instant,
+    limit: Duration,
+    what: String,
+}
+static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+/// How often the watchdog looks at the clock (and at a moved deadline).
+const WATCH_TICK: Duration = Duration::from_millis(50);
+/// Before the grant is read, a call is bounded by the longest deadline any
+/// grant may set.
+const FIRST_DEADLINE: Duration = Duration::from_secs(crate::policy::MAX_DEADLINE_SECS);
+/// Before a plugin runs, the host's heap is bounded by this (argv is at
+/// most a few MiB; everything else is small).
+const FIRST_HEAP_LIMIT: usize = 256 << 20;
+
 pub struct Supervisor;
 
 impl Supervisor {
-    /// Take over stdio and signals. Call first thing, before any thread is
-    /// started, so every later thread inherits the blocked signal mask.
-    pub fn start(
-        prefix: String,
-        on_abort: Box<dyn Fn(&DriverStatus, i32) + Send + Sync>,
-    ) -> Supervisor {
+    /// Take over stdio, signals, the clock and the heap. Call first thing,
+    /// before any thread is started (so every later thread inherits the
+    /// blocked signal mask) and before any work on argv: from here on the
+    /// process answers kubelet exactly once, within its deadline, whatever
+    /// happens.
+    pub fn start(prefix: String) -> Supervisor {
         // CLOEXEC: kubelet's pipe must not leak into mkfs, blkid, … (a child
         // that outlived us would keep kubelet waiting).
         let saved = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
@@ -95,8 +113,8 @@ impl Supervisor {
         if let Ok(mut slot) = STDOUT.lock() {
             *slot = saved;
         }
-        let _ = ON_ABORT.set(on_abort);
         std::panic::set_hook(Box::new(|_| {}));
+        crate::memory::set_limit(FIRST_HEAP_LIMIT);
 
         let mut signals = SigSet::empty();
         signals.add(Signal::SIGTERM);
@@ -110,24 +128,101 @@ impl Supervisor {
                     }
                 });
         }
-        Supervisor
+        let supervisor = Supervisor;
+        supervisor.arm_watchdog(
+            Instant::now() + FIRST_DEADLINE,
+            FIRST_DEADLINE,
+            "the call".into(),
+        );
+        let _ = std::thread::Builder::new()
+            .name("flexwasm-watchdog".into())
+            .spawn(watchdog);
+        supervisor
+    }
+
+    /// Log an abort's answer with this (once; later calls are ignored).
+    pub fn on_abort(&self, log: Box<dyn Fn(&DriverStatus, i32) + Send + Sync>) {
+        let _ = ON_ABORT.set(log);
     }
 
     /// Bound the whole process: [`ANSWER_GRACE`] after `deadline`, answer
-    /// `Failure` and exit. `limit` is the deadline as configured, for the
-    /// message.
-    pub fn arm_watchdog(&self, deadline: std::time::Instant, limit: Duration, what: String) {
-        let _ = std::thread::Builder::new()
-            .name("flexwasm-watchdog".into())
-            .spawn(move || {
-                std::thread::sleep(
-                    (deadline + ANSWER_GRACE).saturating_duration_since(std::time::Instant::now()),
-                );
-                abort(&format!(
-                    "{what} did not finish within its {limit:?} deadline; stopped"
-                ));
-            });
+    /// `Failure` and exit. Moves the one watchdog (earlier or later).
+    /// `limit` is the deadline as configured, for the message.
+    pub fn arm_watchdog(&self, deadline: Instant, limit: Duration, what: String) {
+        let mut w = WATCH.lock().unwrap_or_else(|p| p.into_inner());
+        *w = Some(Watch {
+            deadline,
+            limit,
+            what,
+        });
     }
+}
+
+fn watchdog() {
+    loop {
+        let due = {
+            let w = WATCH.lock().unwrap_or_else(|p| p.into_inner());
+            w.as_ref().map(|w| {
+                (
+                    w.deadline + ANSWER_GRACE,
+                    format!(
+                        "{} did not finish within its {:?} deadline; stopped",
+                        w.what, w.limit
+                    ),
+                )
+            })
+        };
+        let Some((at, message)) = due else {
+            std::thread::sleep(WATCH_TICK);
+            continue;
+        };
+        let now = Instant::now();
+        if now >= at {
+            abort(&message);
+        }
+        std::thread::sleep((at - now).min(WATCH_TICK));
+    }
+}
+
+/// Hide argv past the op from other processes: `/proc/PID/cmdline` is
+/// world-readable for the whole call, and kubelet puts a volume's secrets
+/// in `mount`'s options. The arguments must already have been copied
+/// (`std::env::args_os` is not to be called again afterwards: it reads the
+/// same bytes).
+pub fn hide_arguments() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which may hold spaces and parens; the
+    // first of them is field 3 (proc(5)): arg_start is field 48, arg_end 49.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(start), Some(end)) = (
+        fields.get(48 - 3).and_then(|f| f.parse::<usize>().ok()),
+        fields.get(49 - 3).and_then(|f| f.parse::<usize>().ok()),
+    ) else {
+        return;
+    };
+    if start == 0 || end <= start || end - start > 1 << 24 {
+        return;
+    }
+    // SAFETY: [start, end) is this process's own argument area, as the
+    // kernel reports it: the argv strings on the initial stack, mapped
+    // readable and writable for the process's whole life. `main` copied
+    // argv before calling this, and nothing reads these bytes again.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    // Keep argv[0] and the op (for `ps`): skip two NUL-terminated strings.
+    let mut kept = 0;
+    let mut nuls = 0;
+    while kept < area.len() && nuls < 2 {
+        if area[kept] == 0 {
+            nuls += 1;
+        }
+        kept += 1;
+    }
+    area[kept..].fill(0);
 }
 
 /// Mark the call as carrying secrets (see [`QUIET`]).
@@ -159,9 +254,9 @@ fn abort(message: &str) -> ! {
 /// global allocator).
 pub fn out_of_memory() -> ! {
     crate::node::exec::cancel_all();
-    if !ANSWERED.swap(true, Ordering::SeqCst)
-        && let Some(line) = OOM_ANSWER.get()
-    {
+    if ANSWERED.swap(true, Ordering::SeqCst) {
+        ANSWERED_BY_CALL.store(true, Ordering::SeqCst);
+    } else if let Some(line) = OOM_ANSWER.get() {
         // SAFETY: `line` is a live, immutable buffer of `line.len()` bytes;
         // write(2) only reads it. The descriptor is our saved stdout (or 1).
         unsafe {
@@ -172,7 +267,14 @@ pub fn out_of_memory() -> ! {
             )
         };
     }
-    let code = if QUIET.load(Ordering::SeqCst) { 0 } else { 1 };
+    let code = if ANSWERED_BY_CALL.load(Ordering::SeqCst) {
+        // The call had answered already: exit as that answer says.
+        ANSWER_CODE.load(Ordering::SeqCst)
+    } else if QUIET.load(Ordering::SeqCst) {
+        0
+    } else {
+        1
+    };
     // SAFETY: _exit(2) ends the process without running destructors or
     // atexit handlers, which could allocate; that is the point here.
     unsafe { libc::_exit(code) }

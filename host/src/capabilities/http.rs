@@ -74,6 +74,8 @@ struct EgressInner {
     grant: HttpGrant,
     deadline: Instant,
     log: Mutex<Vec<HttpLogEntry>>,
+    /// Requests beyond [`MAX_LOGGED_REQUESTS`], counted, not logged.
+    unlogged: std::sync::atomic::AtomicUsize,
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
@@ -87,6 +89,23 @@ pub enum AddressClass {
     Metadata,
     /// Never allowed.
     Forbidden(&'static str),
+}
+
+/// Requests of one call that the call log shows; more are counted.
+const MAX_LOGGED_REQUESTS: usize = 100;
+/// Longest method and URL the call log keeps of a request.
+const MAX_LOGGED_URL: usize = 1024;
+
+/// At most `max` bytes of `s`, cut on a character boundary, marked.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Cloud metadata / host-agent endpoints reachable from instances.
@@ -182,6 +201,7 @@ impl Egress {
                 grant,
                 deadline,
                 log: Mutex::new(Vec::new()),
+                unlogged: std::sync::atomic::AtomicUsize::new(0),
                 tls: OnceLock::new(),
             }),
         }
@@ -203,27 +223,54 @@ impl Egress {
                 );
             }
         }
+        let unlogged = self
+            .inner
+            .unlogged
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unlogged > 0 {
+            entries.push(HttpLogEntry {
+                method: String::new(),
+                url: String::new(),
+                address: None,
+                status: None,
+                denied: None,
+                error: Some(format!(
+                    "{unlogged} more requests were made and not logged (at most \
+                     {MAX_LOGGED_REQUESTS} per call are)"
+                )),
+                duration_ms: 0.0,
+                pending_since: None,
+            });
+        }
         entries
     }
 
-    /// Log `entry` as running; its slot, for [`Egress::finish`].
-    fn start(&self, entry: &HttpLogEntry) -> usize {
+    /// Log `entry` as running; its slot, for [`Egress::finish`] (none past
+    /// [`MAX_LOGGED_REQUESTS`]: a plugin must not grow the log, held in the
+    /// host until the call ends, without bound).
+    fn start(&self, entry: &HttpLogEntry) -> Option<usize> {
         let mut pending = entry.clone();
         pending.pending_since = Some(Instant::now());
         let mut log = match self.inner.log.lock() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
         };
+        if log.len() >= MAX_LOGGED_REQUESTS {
+            self.inner
+                .unlogged
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
         log.push(pending);
-        log.len() - 1
+        Some(log.len() - 1)
     }
 
-    fn finish(&self, slot: usize, entry: HttpLogEntry) {
+    fn finish(&self, slot: Option<usize>, entry: HttpLogEntry) {
         let mut log = match self.inner.log.lock() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
         };
-        if let Some(e) = log.get_mut(slot) {
+        if let Some(e) = slot.and_then(|slot| log.get_mut(slot)) {
             *e = entry;
         }
     }
@@ -296,8 +343,8 @@ impl Egress {
             uri.path()
         );
         let mut entry = HttpLogEntry {
-            method,
-            url,
+            method: cut(&method, 32),
+            url: cut(&url, MAX_LOGGED_URL),
             address: None,
             status: None,
             denied: None,
