@@ -682,16 +682,6 @@ fn go_json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// The options JSON kubelet builds (Go map, keys sorted, HTML-escaped).
-pub fn options_json(pairs: &[(&str, &str)]) -> String {
-    let map: std::collections::BTreeMap<&str, &str> = pairs.iter().copied().collect();
-    serde_json::to_string(&map)
-        .expect("json")
-        .replace('&', "\\u0026")
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-}
-
 /// Whether `path` is a mount point in this namespace.
 pub fn is_mounted(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
