@@ -37,6 +37,8 @@ fn images_dir(server: &ArrayServer) -> PathBuf {
 
 /// The grant an operator gives rest-array for `server`, with `token` as
 /// the `[config] token` value (TOML, e.g. `{ value = "T", secret = true }`).
+/// The token is the operator's: kubelet passes a volume's secret only to
+/// `mount`, and rest-array talks to the array on every other op.
 fn rest_array_grant(server: &ArrayServer, token: &str) -> String {
     format!(
         r#"[limits]
@@ -72,13 +74,9 @@ fn secret_token(token: &str) -> String {
     format!("{{ value = \"{token}\", secret = true }}")
 }
 
-fn volume_opts(vol: &str, size: &str) -> String {
-    options_json(&[
-        ("kubernetes.io/fsType", "xfs"),
-        ("kubernetes.io/pvOrVolumeName", vol),
-        ("kubernetes.io/readwrite", "rw"),
-        ("size", size),
-    ])
+/// A rest-array PV: xfs, `size` its only option.
+fn volume<'a>(name: &'a str, size: &'a str) -> VolumeSpec<'a> {
+    VolumeSpec::new(name, "xfs", &[("size", size)])
 }
 
 /// Every `http` entry of every call-log line for `op`.
@@ -111,17 +109,18 @@ fn rest_array_full_kubelet_sequence() {
     let vol = "pv-backend-rest";
     // xfs: ext4's online grow needs CAP_SYS_RESOURCE, which this sandbox
     // drops even for root.
-    let opts = volume_opts(vol, "320Mi");
+    let volume = volume(vol, "320Mi");
+    let opts = |op| kubelet_options(op, &volume, None);
 
     let init = sb.call_twice(DRIVER, &["init"]);
     init.assert_success();
     assert_eq!(init.json["capabilities"]["attach"], true, "{}", init.stdout);
 
-    let name = sb.call_twice(DRIVER, &["getvolumename", &opts]);
+    let name = sb.call_twice(DRIVER, &["getvolumename", &opts(Op::GetVolumeName)]);
     name.assert_success();
     assert_eq!(name.json["volumeName"], vol);
 
-    let attach = sb.call_twice(DRIVER, &["attach", &opts, NODE]);
+    let attach = sb.call_twice(DRIVER, &["attach", &opts(Op::Attach), NODE]);
     attach.assert_success();
     let attached_dev = attach.json["device"].as_str().expect("device").to_string();
     assert!(attached_dev.starts_with("/dev/loop"), "{attached_dev}");
@@ -137,42 +136,54 @@ fn rest_array_full_kubelet_sequence() {
         "{body}"
     );
 
-    let is = sb.call_twice(DRIVER, &["isattached", &opts, NODE]);
+    let is = sb.call_twice(DRIVER, &["isattached", &opts(Op::IsAttached), NODE]);
     is.assert_success();
     assert_eq!(is.json["attached"], true);
 
-    let wait = sb.call_twice(DRIVER, &["waitforattach", &attached_dev, &opts]);
+    let wait = sb.call_twice(
+        DRIVER,
+        &["waitforattach", &attached_dev, &opts(Op::WaitForAttach)],
+    );
     wait.assert_success();
     let dev = wait.json["device"].as_str().expect("device").to_string();
     assert_eq!(dev, attached_dev);
 
     let dmp = sb.device_mount_path(DRIVER, vol);
     let dmp_s = dmp.to_str().unwrap();
-    sb.call_twice(DRIVER, &["mountdevice", dmp_s, &dev, &opts])
-        .assert_success();
+    sb.call_twice(
+        DRIVER,
+        &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)],
+    )
+    .assert_success();
     assert!(is_mounted(&dmp));
     assert_eq!(probe_fs_type(&dev).as_deref(), Some("xfs"));
     std::fs::write(dmp.join("hello.txt"), "kept on the array").unwrap();
+
+    // mount (with the pod's keys, as only mount gets them): rest-array
+    // leaves it to the host, which binds the device mount into the pod dir.
+    let pod_dir = sb.pod_volume_dir("uid-rest", DRIVER, vol);
+    let pod_s = pod_dir.to_str().unwrap();
+    let mount_opts = kubelet_options(Op::Mount, &volume, Some(&PodMount::new("uid-rest")));
+    sb.call_twice(DRIVER, &["mount", pod_s, &mount_opts])
+        .assert_success();
+    assert_eq!(read_file(&pod_dir.join("hello.txt")), "kept on the array");
+    sb.call_twice(DRIVER, &["unmount", pod_s]).assert_success();
+    assert!(!is_mounted(&pod_dir));
 
     sb.call_twice(DRIVER, &["unmountdevice", dmp_s])
         .assert_success();
     assert!(!is_mounted(&dmp));
     assert!(!dmp.join("hello.txt").exists());
 
-    sb.call_twice(DRIVER, &["mountdevice", dmp_s, &dev, &opts])
-        .assert_success();
+    sb.call_twice(
+        DRIVER,
+        &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)],
+    )
+    .assert_success();
     assert_eq!(read_file(&dmp.join("hello.txt")), "kept on the array");
 
     let before = df_size(&dmp);
-    let new_size = (640u64 << 20).to_string();
-    let old_size = (320u64 << 20).to_string();
-    sb.call_twice(DRIVER, &["expandvolume", &opts, "", &new_size, &old_size])
-        .assert_success();
-    sb.call_twice(
-        DRIVER,
-        &["expandfs", &opts, &dev, dmp_s, &new_size, &old_size],
-    )
-    .assert_success();
+    sb.expand_twice(DRIVER, &volume, &dev, dmp_s, 640 << 20, 320 << 20);
     let after = df_size(&dmp);
     assert!(
         after > before + (250 << 20),
@@ -199,7 +210,7 @@ fn rest_array_full_kubelet_sequence() {
         loop_devices_under(&server.data_dir).is_empty(),
         "detach must detach the array's loop device"
     );
-    let is = sb.call_twice(DRIVER, &["isattached", &opts, NODE]);
+    let is = sb.call_twice(DRIVER, &["isattached", &opts(Op::IsAttached), NODE]);
     is.assert_success();
     assert_eq!(is.json["attached"], false);
 
@@ -238,12 +249,14 @@ fn rest_array_full_kubelet_sequence() {
 // ---------------------------------------------------------------------------
 // 2. What the host refuses, through the http-probe plugin.
 
-/// Install the probe with `grant` and GET `url` (with `extra` options).
+/// Install the probe with `grant` and GET `url` (with `extra` options):
+/// `getvolumename` of a volume whose own options are `url` and `extra`.
 fn probe(sb: &Sandbox, grant: &str, url: &str, extra: &[(&str, &str)]) -> (Answer, Duration) {
     sb.install_with_grant(PROBE, &probe_wasm(), grant);
-    let mut pairs = vec![("url", url)];
-    pairs.extend_from_slice(extra);
-    let opts = options_json(&pairs);
+    let mut options = vec![("url", url)];
+    options.extend_from_slice(extra);
+    let volume = VolumeSpec::new("pv-probe", "", &options);
+    let opts = kubelet_options(Op::GetVolumeName, &volume, None);
     let started = Instant::now();
     let answer = sb.call(PROBE, &["getvolumename", &opts]);
     (answer, started.elapsed())
@@ -649,7 +662,7 @@ fn rest_array_invalid_token_is_a_clear_failure() {
         &rest_array_wasm(),
         &rest_array_grant(&server, &secret_token("a-wrong-token")),
     );
-    let opts = volume_opts("pv-bad-token", "64Mi");
+    let opts = kubelet_options(Op::Attach, &volume("pv-bad-token", "64Mi"), None);
     let answer = sb.call(DRIVER, &["attach", &opts, NODE]);
     answer.assert_failure("401");
     assert!(
@@ -677,8 +690,12 @@ fn secrets_never_reach_logs_or_answers() {
     }
     private_mount_namespace();
     let sb = Sandbox::new();
+    // The operator's API token, in the grant's [config]: rest-array talks
+    // to the array with it on every call, none of which carries a secret.
     let token = "Sekr1t-Tok3n-b64-9f2e";
-    let wrong = "Wr0ng-Sekr1t-77aa";
+    // The volume's own secret (its secretRef): kubelet passes it to mount,
+    // and to no other call.
+    let volume_secret = "V0lume-Sekr1t-mount-only-5d1a";
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let server = start_server(&sb, token);
     sb.install_with_grant(
@@ -687,71 +704,112 @@ fn secrets_never_reach_logs_or_answers() {
         &rest_array_grant(&server, &secret_token(token)),
     );
     let vol = "pv-secret";
-    // Mount-style options: pod info and the volume's secret.
-    let with_secret = |t: &str| {
-        options_json(&[
-            ("kubernetes.io/fsType", "xfs"),
-            ("kubernetes.io/pod.name", "web-0"),
-            ("kubernetes.io/pod.namespace", "default"),
-            ("kubernetes.io/pod.uid", "uid-secret"),
-            ("kubernetes.io/pvOrVolumeName", vol),
-            ("kubernetes.io/readwrite", "rw"),
-            ("kubernetes.io/secret/token", &b64(t)),
-            ("kubernetes.io/serviceAccount.name", "default"),
-            // xfs needs at least 300 MB.
-            ("size", "320Mi"),
-        ])
+    // xfs needs at least 300 MB.
+    let volume = volume(vol, "320Mi");
+    let opts = |op| kubelet_options(op, &volume, None);
+    let pod = PodMount {
+        secret: vec![("password", volume_secret)],
+        ..PodMount::new("uid-secret")
     };
-    let opts = with_secret(token);
+    let mount_opts = kubelet_options(Op::Mount, &volume, Some(&pod));
+    assert!(mount_opts.contains(&b64(volume_secret)), "{mount_opts}");
     let mut answers = Vec::new();
 
-    let attach = sb.call(DRIVER, &["attach", &opts, NODE]);
+    let attach = sb.call(DRIVER, &["attach", &opts(Op::Attach), NODE]);
     attach.assert_success();
     let dev = attach.json["device"].as_str().expect("device").to_string();
     answers.push(attach);
-    let is = sb.call(DRIVER, &["isattached", &opts, NODE]);
+    let is = sb.call(DRIVER, &["isattached", &opts(Op::IsAttached), NODE]);
     is.assert_success();
     assert_eq!(is.json["attached"], true);
     answers.push(is);
-    let wait = sb.call(DRIVER, &["waitforattach", &dev, &opts]);
+    let wait = sb.call(DRIVER, &["waitforattach", &dev, &opts(Op::WaitForAttach)]);
     wait.assert_success();
     answers.push(wait);
     let dmp = sb.device_mount_path(DRIVER, vol);
     let dmp_s = dmp.to_str().unwrap();
-    let md = sb.call(DRIVER, &["mountdevice", dmp_s, &dev, &opts]);
+    let md = sb.call(
+        DRIVER,
+        &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)],
+    );
     md.assert_success();
     answers.push(md);
+    std::fs::write(dmp.join("data"), "on the array").unwrap();
+
+    // mount, the one call with the secret: rest-array leaves it to the
+    // host, which binds the device mount into the pod dir.
+    let pod_dir = sb.pod_volume_dir("uid-secret", DRIVER, vol);
+    let pod_s = pod_dir.to_str().unwrap();
+    let mount = sb.call(DRIVER, &["mount", pod_s, &mount_opts]);
+    mount.assert_success();
+    assert_eq!(read_file(&pod_dir.join("data")), "on the array");
+    answers.push(mount);
+    let unmount = sb.call(DRIVER, &["unmount", pod_s]);
+    unmount.assert_success();
+    assert!(!is_mounted(&pod_dir));
+    answers.push(unmount);
+
+    // Failures of the secret-bearing call exit 0 (kubelet logs the whole
+    // argv of a call that exits non-zero): a pod dir that is gone…
+    let gone = sb
+        .kubelet_root
+        .join("pods/uid-gone/volumes/flexwasm~rest-array")
+        .join(vol);
+    let gone_pod = PodMount {
+        secret: vec![("password", volume_secret)],
+        ..PodMount::new("uid-gone")
+    };
+    let bad = sb.call(
+        DRIVER,
+        &[
+            "mount",
+            gone.to_str().unwrap(),
+            &kubelet_options(Op::Mount, &volume, Some(&gone_pod)),
+        ],
+    );
+    bad.assert_failure("does not exist");
+    assert_eq!(bad.code, 0, "a failing mount must exit 0");
+    answers.push(bad);
+    // …and, after unmountdevice, a device mount the host cannot bind.
     let umd = sb.call(DRIVER, &["unmountdevice", dmp_s]);
     umd.assert_success();
     answers.push(umd);
-
-    // A secret-bearing call that fails: Failure, exit 0 (kubelet logs the
-    // whole argv of a call that exits non-zero).
-    let bad = sb.call(
-        DRIVER,
-        &["mountdevice", "/nonexistent/flexwasm/pod/dir", &dev, &opts],
-    );
-    assert_eq!(bad.status(), "Failure", "{}", bad.stdout);
-    assert_eq!(bad.code, 0, "a failing secret-bearing call must exit 0");
+    let bad = sb.call(DRIVER, &["mount", pod_s, &mount_opts]);
+    bad.assert_failure("mountdevice mounted nothing");
+    assert_eq!(bad.code, 0, "a failing mount must exit 0");
+    assert!(!is_mounted(&pod_dir));
     answers.push(bad);
-    // The volume's secret overrides the operator's token: a wrong one is
-    // refused by the array, and that failure exits 0 too.
-    let wrong_opts = with_secret(wrong);
-    let refused = sb.call(DRIVER, &["isattached", &wrong_opts, NODE]);
-    refused.assert_failure("401");
-    assert_eq!(refused.code, 0, "a failing secret-bearing call must exit 0");
-    answers.push(refused);
 
     let detach = sb.call(DRIVER, &["detach", vol, NODE]);
     detach.assert_success();
     answers.push(detach);
     assert!(loop_devices_under(&server.data_dir).is_empty());
 
+    // The call log shows each mount carried the secret, redacted.
+    let log = sb.log_lines(DRIVER);
+    let mounts: Vec<&Value> = log.iter().filter(|l| l["op"] == "mount").collect();
+    assert_eq!(mounts.len(), 3, "{log:?}");
+    for line in mounts {
+        let options: Value = line["args"]
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(Value::as_str)
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_else(|| panic!("no options in the mount log line {line}"));
+        assert_eq!(
+            options["kubernetes.io/secret/password"], "<redacted>",
+            "{line}"
+        );
+    }
     let call_log = sb.raw_log_lines(DRIVER).join("\n");
-    assert!(!call_log.is_empty(), "no call log");
     let server_log = server.log();
     assert!(!server_log.is_empty(), "no server log");
-    for secret in [token.to_string(), b64(token), wrong.to_string(), b64(wrong)] {
+    for secret in [
+        token.to_string(),
+        b64(token),
+        volume_secret.to_string(),
+        b64(volume_secret),
+    ] {
         assert!(
             !call_log.contains(&secret),
             "the call log holds secret {secret:?}"
@@ -805,8 +863,10 @@ fn state_concurrent_attach_and_detach_lose_no_update() {
         &rest_array_wasm(),
         &rest_array_grant(&server, &secret_token(token)),
     );
-    let opts: Vec<String> = (0..N)
-        .map(|i| volume_opts(&format!("pv-conc-{i}"), "1Mi"))
+    let names: Vec<String> = (0..N).map(|i| format!("pv-conc-{i}")).collect();
+    let opts: Vec<String> = names
+        .iter()
+        .map(|n| kubelet_options(Op::Attach, &volume(n, "1Mi"), None))
         .collect();
     let running: Vec<RunningCall> = opts
         .iter()
@@ -824,7 +884,6 @@ fn state_concurrent_attach_and_detach_lose_no_update() {
     assert_eq!(loop_devices_under(&server.data_dir).len(), N);
 
     // detach gets only the name: each finds its volume through state.
-    let names: Vec<String> = (0..N).map(|i| format!("pv-conc-{i}")).collect();
     let running: Vec<RunningCall> = names
         .iter()
         .map(|n| sb.spawn(DRIVER, &["detach", n, NODE]))
@@ -852,14 +911,27 @@ fn state_concurrent_attach_and_detach_lose_no_update() {
 
 const STATE_PROBE: &str = "state-probe";
 
+/// kubelet's `getvolumename` options for the state-probe: its request
+/// (`op`, `key`, …) is the volume's own options.
+fn state_probe_options(op: &[(&str, &str)]) -> String {
+    let volume = VolumeSpec::new("pv-state", "", op);
+    kubelet_options(Op::GetVolumeName, &volume, None)
+}
+
 fn state_probe(sb: &Sandbox, op: &[(&str, &str)]) -> RunningCall {
-    sb.spawn(STATE_PROBE, &["getvolumename", &options_json(op)])
+    sb.spawn(STATE_PROBE, &["getvolumename", &state_probe_options(op)])
+}
+
+/// The state-probe's answer to `op`.
+#[track_caller]
+fn state_probe_call(sb: &Sandbox, op: &[(&str, &str)]) -> Answer {
+    sb.call(STATE_PROBE, &["getvolumename", &state_probe_options(op)])
 }
 
 /// The state-probe's answer to `op`, which must succeed.
 #[track_caller]
 fn state_probe_answer(sb: &Sandbox, op: &[(&str, &str)]) -> String {
-    let answer = sb.call(STATE_PROBE, &["getvolumename", &options_json(op)]);
+    let answer = state_probe_call(sb, op);
     answer.assert_success();
     answer.json["volumeName"]
         .as_str()
@@ -1067,24 +1139,12 @@ region = {{ file = "{}" }}
     assert_eq!(integer("port_text"), "9443");
 
     // A wrong type names the key and the policy.
-    let answer = sb.call(
-        STATE_PROBE,
-        &[
-            "getvolumename",
-            &options_json(&[("op", "config-integer"), ("key", "endpoint")]),
-        ],
-    );
+    let answer = state_probe_call(&sb, &[("op", "config-integer"), ("key", "endpoint")]);
     answer
         .assert_failure("\"endpoint\" must be a whole number, not \"https://array.example:8443\"");
     // A file that cannot be read: the host says which and why, and the
     // plugin's call fails with that.
-    let answer = sb.call(
-        STATE_PROBE,
-        &[
-            "getvolumename",
-            &options_json(&[("op", "config"), ("key", "gone")]),
-        ],
-    );
+    let answer = state_probe_call(&sb, &[("op", "config"), ("key", "gone")]);
     answer.assert_failure(
         "the host cannot use its file: /nonexistent/flexwasm-test-token cannot be read: No such file",
     );
@@ -1240,12 +1300,13 @@ fn static_host_attaches_and_detaches_from_a_distroless_root() {
         ("FLEXWASM_LOG_DIR", "/var/log/flexwasm"),
     ];
     let vol = "pv-distroless";
-    let opts = volume_opts(vol, "1Mi");
+    let volume = volume(vol, "1Mi");
+    let opts = |op| kubelet_options(op, &volume, None);
     let init = call_in_root(&root, exe, &["init"], &env);
     init.assert_success();
     assert_eq!(init.json["capabilities"]["attach"], true, "{}", init.json);
 
-    let attach = call_in_root(&root, exe, &["attach", &opts, NODE], &env);
+    let attach = call_in_root(&root, exe, &["attach", &opts(Op::Attach), NODE], &env);
     attach.assert_success();
     let device = attach.json["device"]
         .as_str()
@@ -1258,7 +1319,12 @@ fn static_host_attaches_and_detaches_from_a_distroless_root() {
     );
     assert_eq!(loop_devices_under(&server.data_dir).len(), 1);
 
-    let attached = call_in_root(&root, exe, &["isattached", &opts, NODE], &env);
+    let attached = call_in_root(
+        &root,
+        exe,
+        &["isattached", &opts(Op::IsAttached), NODE],
+        &env,
+    );
     attached.assert_success();
     assert_eq!(attached.json["attached"], true, "{}", attached.json);
 
@@ -1266,7 +1332,12 @@ fn static_host_attaches_and_detaches_from_a_distroless_root() {
     let detach = call_in_root(&root, exe, &["detach", vol, NODE], &env);
     detach.assert_success();
     assert!(loop_devices_under(&server.data_dir).is_empty());
-    let attached = call_in_root(&root, exe, &["isattached", &opts, NODE], &env);
+    let attached = call_in_root(
+        &root,
+        exe,
+        &["isattached", &opts(Op::IsAttached), NODE],
+        &env,
+    );
     assert_eq!(attached.json["attached"], false, "{}", attached.json);
 
     // Every call was logged inside the root, with its HTTP requests.

@@ -38,6 +38,9 @@ if [ -n "$static" ]; then
 else
   echo "(no static host: rustup target add x86_64-unknown-linux-musl and musl-tools to compare it)"
 fi
+# kubelet's getvolumename options for a volume with no options of its own:
+# fsType, readwrite and pvOrVolumeName, keys sorted (pod keys and secrets go
+# to mount only).
 opts='{"kubernetes.io/fsType":"ext4","kubernetes.io/pvOrVolumeName":"pv-bench","kubernetes.io/readwrite":"rw"}'
 
 hyperfine -N --warmup 20 --runs 300 --export-json "$work/h.json" \

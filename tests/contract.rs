@@ -37,20 +37,27 @@ fn case(
 fn bad_inputs_get_clear_answers() {
     let sb = Sandbox::new();
     sb.install("loop");
-    let good = options_json(&[
-        ("kubernetes.io/fsType", "ext4"),
-        ("kubernetes.io/pvOrVolumeName", "pv-bad"),
-        ("kubernetes.io/readwrite", "rw"),
-    ]);
+    // Where a case is not about the options' shape, they are kubelet's for
+    // that op; a bad value arrives as the volume's own option (merged last,
+    // it overwrites kubelet's key), as it would from a PV.
+    let volume = VolumeSpec::new("pv-bad", "ext4", &[]);
+    let good = |op| kubelet_options(op, &volume, None);
+    let with = |op: Op, key: &'static str, value: &'static str| {
+        let odd = VolumeSpec {
+            options: vec![(key, value)],
+            ..volume.clone()
+        };
+        let pod = PodMount::new("u");
+        kubelet_options(op, &odd, (op == Op::Mount).then_some(&pod))
+    };
+    let pod = PodMount::new("u");
+    let mount_opts = kubelet_options(Op::Mount, &volume, Some(&pod));
     let dmp = sb.device_mount_path("loop", "pv-bad");
     let dmp = dmp.to_str().unwrap();
     let missing = format!("{}/nope/nowhere", sb.root.path().display());
-    let etc_passwd_plan = ["mountdevice", dmp, "/etc/passwd", good.as_str()];
-    let ntfs = good.replace("ext4", "ntfs");
-    let with_bad_secret = options_json(&[
-        ("kubernetes.io/pvOrVolumeName", "pv-bad"),
-        ("kubernetes.io/secret/token", "not base64!"),
-    ]);
+    let md = good(Op::MountDevice);
+    let etc_passwd_plan = ["mountdevice", dmp, "/etc/passwd", md.as_str()];
+    let ntfs = with(Op::MountDevice, "kubernetes.io/fsType", "ntfs");
     let pod_dir = sb.pod_volume_dir("u", "loop", "pv-bad");
     let pod_dir = pod_dir.to_str().unwrap();
 
@@ -58,7 +65,7 @@ fn bad_inputs_get_clear_answers() {
         case("no op", &[], "Failure", "no operation given", 1),
         case(
             "unknown op",
-            &["provision", &good],
+            &["provision", &good(Op::GetVolumeName)],
             "Not supported",
             "'provision' is not supported",
             1,
@@ -80,14 +87,14 @@ fn bad_inputs_get_clear_answers() {
         ),
         case(
             "attach with extra args",
-            &["attach", &good, "node", "x"],
+            &["attach", &good(Op::Attach), "node", "x"],
             "Failure",
             "expected 2 argument(s)",
             1,
         ),
         case(
             "detach with options (old docs)",
-            &["detach", "/dev/loop0", &good, "node"],
+            &["detach", "/dev/loop0", &good(Op::Attach), "node"],
             "Failure",
             "expected 2 argument(s)",
             1,
@@ -136,7 +143,10 @@ fn bad_inputs_get_clear_answers() {
         ),
         case(
             "bad readwrite",
-            &["getvolumename", r#"{"kubernetes.io/readwrite":"maybe"}"#],
+            &[
+                "getvolumename",
+                &with(Op::GetVolumeName, "kubernetes.io/readwrite", "maybe"),
+            ],
             "Failure",
             "expected \"ro\" or \"rw\"",
             1,
@@ -144,38 +154,43 @@ fn bad_inputs_get_clear_answers() {
         case(
             "bad fsGroup",
             &[
-                "getvolumename",
-                r#"{"kubernetes.io/mounterArgs.FsGroup":"wheel"}"#,
+                "mount",
+                pod_dir,
+                &with(Op::Mount, "kubernetes.io/mounterArgs.FsGroup", "wheel"),
             ],
             "Failure",
             "expected a group id",
-            1,
+            0,
         ),
         // A Failure of a call carrying secrets exits 0 so kubelet does not log argv.
         case(
             "secret not base64",
-            &["mount", pod_dir, &with_bad_secret],
+            &[
+                "mount",
+                pod_dir,
+                &with(Op::Mount, "kubernetes.io/secret/token", "not base64!"),
+            ],
             "Failure",
             "secret \"token\" is not valid base64",
             0,
         ),
         case(
             "relative deviceMountPath",
-            &["mountdevice", "mounts/x", "/dev/loop0", &good],
+            &["mountdevice", "mounts/x", "/dev/loop0", &md],
             "Failure",
             "is not an absolute path",
             1,
         ),
         case(
             "deviceMountPath does not exist",
-            &["mountdevice", &missing, "/dev/loop0", &good],
+            &["mountdevice", &missing, "/dev/loop0", &md],
             "Failure",
             "does not exist",
             1,
         ),
         case(
             "pod volume dir does not exist",
-            &["mount", &missing, &good],
+            &["mount", &missing, &mount_opts],
             "Failure",
             "does not exist",
             0,
@@ -202,7 +217,7 @@ fn bad_inputs_get_clear_answers() {
         ),
         case(
             "empty device",
-            &["mountdevice", dmp, "", &good],
+            &["mountdevice", dmp, "", &md],
             "Failure",
             "device is empty",
             1,
@@ -216,7 +231,7 @@ fn bad_inputs_get_clear_answers() {
         ),
         case(
             "device does not exist",
-            &["mountdevice", dmp, "/dev/flexwasm-none", &good],
+            &["mountdevice", dmp, "/dev/flexwasm-none", &md],
             "Failure",
             "/dev/flexwasm-none",
             1,
@@ -230,14 +245,21 @@ fn bad_inputs_get_clear_answers() {
         ),
         case(
             "size not a number",
-            &["expandvolume", &good, "", "big", "1"],
+            &["expandvolume", &good(Op::ExpandVolume), "", "big", "1"],
             "Failure",
             "'big' is not a size",
             1,
         ),
         case(
             "negative size",
-            &["expandfs", &good, "/dev/loop0", dmp, "-1", "1"],
+            &[
+                "expandfs",
+                &good(Op::ExpandFs),
+                "/dev/loop0",
+                dmp,
+                "-1",
+                "1",
+            ],
             "Failure",
             "'-1' is not a size",
             1,
@@ -251,14 +273,14 @@ fn bad_inputs_get_clear_answers() {
         ),
         case(
             "empty node name",
-            &["isattached", &good, ""],
+            &["isattached", &good(Op::IsAttached), ""],
             "Failure",
             "node name is empty",
             1,
         ),
         case(
             "waitforattach of a volume never attached",
-            &["waitforattach", "/dev/loop0", &good],
+            &["waitforattach", "/dev/loop0", &good(Op::WaitForAttach)],
             "Failure",
             "not attached",
             1,
@@ -286,6 +308,78 @@ fn bad_inputs_get_clear_answers() {
     }
     // Nothing was mounted by any of it.
     assert!(!is_mounted(std::path::Path::new(dmp)));
+}
+
+/// The options the tests send are kubelet's, byte for byte: the expected
+/// lines are what Go's encoding/json printed (go1.19; kubelet v1.20 is
+/// built with go1.15, which escapes the same) for the map kubelet v1.20's
+/// `NewOptionsForDriver` and mounter build from the same volume, pod and
+/// secret.
+#[test]
+fn kubelet_options_are_kubelets_bytes() {
+    let volume = VolumeSpec {
+        name: "pv-a&b",
+        options: vec![
+            ("size", "1Gi"),
+            (
+                "note",
+                "<a&b> \u{2028}\u{2029}\t\n\r\u{8}\u{c}\u{1}\u{7f} \"q\" \\ é€😀",
+            ),
+            // The volume's own options overwrite kubelet's keys.
+            ("kubernetes.io/readwrite", "ro"),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        kubelet_options(Op::Attach, &volume, None),
+        concat!(
+            r#"{"kubernetes.io/fsType":"","kubernetes.io/pvOrVolumeName":"pv-a\u0026b","#,
+            r#""kubernetes.io/readwrite":"ro","note":"\u003ca\u0026b\u003e \u2028\u2029\t\n\r\u0008\u000c\u0001"#,
+            // DEL passes unescaped.
+            "\u{7f}",
+            r#" \"q\" \\ é€😀","size":"1Gi"}"#,
+        )
+    );
+    let volume = VolumeSpec {
+        name: "pv-a&b",
+        fs_type: "xfs",
+        read_only: true,
+        options: vec![("size", "1Gi")],
+    };
+    let pod = PodMount {
+        fs_group: Some(2000),
+        secret: vec![("token", "s3cr3t<&>"), ("ca.crt", "\0binary")],
+        ..PodMount::new("uid-1")
+    };
+    assert_eq!(
+        kubelet_options(Op::Mount, &volume, Some(&pod)),
+        r#"{"kubernetes.io/fsType":"xfs","kubernetes.io/mounterArgs.FsGroup":"2000","kubernetes.io/pod.name":"web-0","kubernetes.io/pod.namespace":"default","kubernetes.io/pod.uid":"uid-1","kubernetes.io/pvOrVolumeName":"pv-a\u0026b","kubernetes.io/readwrite":"ro","kubernetes.io/secret/ca.crt":"AGJpbmFyeQ==","kubernetes.io/secret/token":"czNjcjN0PCY+","kubernetes.io/serviceAccount.name":"default","size":"1Gi"}"#
+    );
+}
+
+#[test]
+#[should_panic(expected = "kubelet sends pod keys, fsGroup and secrets only to mount")]
+fn kubelet_options_refuse_a_secret_for_attach() {
+    let pod = PodMount {
+        secret: vec![("token", "t")],
+        ..PodMount::new("uid-1")
+    };
+    let volume = VolumeSpec::new("pv-1", "", &[]);
+    kubelet_options(Op::Attach, &volume, Some(&pod));
+}
+
+#[test]
+#[should_panic(expected = "which kubelet sets for mount only")]
+fn kubelet_options_refuse_a_secret_option_for_isattached() {
+    let volume = VolumeSpec::new("pv-1", "", &[("kubernetes.io/secret/token", "dA==")]);
+    kubelet_options(Op::IsAttached, &volume, None);
+}
+
+#[test]
+#[should_panic(expected = "kubelet always sends mount the pod's keys")]
+fn kubelet_options_refuse_a_mount_without_its_pod() {
+    let volume = VolumeSpec::new("pv-1", "", &[]);
+    kubelet_options(Op::Mount, &volume, None);
 }
 
 #[test]
@@ -411,11 +505,15 @@ fn install_replaces_a_driver_atomically() {
 fn secrets_never_reach_the_log() {
     let sb = Sandbox::new();
     sb.install("tmpfs");
-    // "hunter2-secret" base64-encoded.
-    let opts = options_json(&[
-        ("kubernetes.io/pvOrVolumeName", "s"),
-        ("kubernetes.io/secret/password", "aHVudGVyMi1zZWNyZXQ="),
-    ]);
+    // The volume's secret: kubelet sends it to mount, base64-encoded
+    // ("aHVudGVyMi1zZWNyZXQ=").
+    let pod = PodMount {
+        secret: vec![("password", "hunter2-secret")],
+        ..PodMount::new("uid-s")
+    };
+    let volume = VolumeSpec::new("s", "", &[]);
+    let opts = kubelet_options(Op::Mount, &volume, Some(&pod));
+    assert!(opts.contains("\"kubernetes.io/secret/password\":\"aHVudGVyMi1zZWNyZXQ=\""));
     let missing = format!("{}/missing", sb.root.path().display());
     // Fails (dir missing) with a secret in argv: exit 0 keeps kubelet quiet.
     let a = sb.call("tmpfs", &["mount", &missing, &opts]);
@@ -641,7 +739,14 @@ fn config_files_must_be_root_only_regular_files() {
             ),
         );
         let started = std::time::Instant::now();
-        let a = sb.call(d, &["getvolumename", &options_json(&[])]);
+        let volume = VolumeSpec::new("v", "", &[]);
+        let a = sb.call(
+            d,
+            &[
+                "getvolumename",
+                &kubelet_options(Op::GetVolumeName, &volume, None),
+            ],
+        );
         a.assert_failure(why);
         assert!(
             a.message().contains(&path.display().to_string()),

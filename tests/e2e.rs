@@ -26,24 +26,20 @@ fn loop_driver_full_kubelet_sequence() {
     let vol = "pv-e2e-loop";
     // xfs: it grows online everywhere; ext4's online grow needs
     // CAP_SYS_RESOURCE, which some sandboxes (this CI's) drop even for root.
-    let opts = options_json(&[
-        ("kubernetes.io/fsType", "xfs"),
-        ("kubernetes.io/pvOrVolumeName", vol),
-        ("kubernetes.io/readwrite", "rw"),
-        ("size", "320Mi"),
-    ]);
+    let volume = VolumeSpec::new(vol, "xfs", &[("size", "320Mi")]);
+    let opts = |op| kubelet_options(op, &volume, None);
 
     // init: attachable driver, capabilities as an object.
     let init = sb.call_twice("loop", &["init"]);
     init.assert_success();
     assert_eq!(init.json["capabilities"]["attach"], true);
 
-    let name = sb.call_twice("loop", &["getvolumename", &opts]);
+    let name = sb.call_twice("loop", &["getvolumename", &opts(Op::GetVolumeName)]);
     name.assert_success();
     assert!(name.json["volumeName"].is_string());
 
     // attach (controller) → device.
-    let attach = sb.call_twice("loop", &["attach", &opts, NODE]);
+    let attach = sb.call_twice("loop", &["attach", &opts(Op::Attach), NODE]);
     attach.assert_success();
     let attached_dev = attach.json["device"].as_str().expect("device").to_string();
     assert!(attached_dev.starts_with("/dev/loop"), "{attached_dev}");
@@ -53,12 +49,15 @@ fn loop_driver_full_kubelet_sequence() {
         "attach twice must not attach twice"
     );
 
-    let is = sb.call_twice("loop", &["isattached", &opts, NODE]);
+    let is = sb.call_twice("loop", &["isattached", &opts(Op::IsAttached), NODE]);
     is.assert_success();
     assert_eq!(is.json["attached"], true);
 
     // waitforattach: device first, then options.
-    let wait = sb.call_twice("loop", &["waitforattach", &attached_dev, &opts]);
+    let wait = sb.call_twice(
+        "loop",
+        &["waitforattach", &attached_dev, &opts(Op::WaitForAttach)],
+    );
     wait.assert_success();
     let dev = wait.json["device"].as_str().expect("device").to_string();
     assert_eq!(dev, attached_dev);
@@ -66,8 +65,11 @@ fn loop_driver_full_kubelet_sequence() {
     // mountdevice formats the blank device and mounts it.
     let dmp = sb.device_mount_path("loop", vol);
     let dmp_s = dmp.to_str().unwrap();
-    sb.call_twice("loop", &["mountdevice", dmp_s, &dev, &opts])
-        .assert_success();
+    sb.call_twice(
+        "loop",
+        &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)],
+    )
+    .assert_success();
     assert!(is_mounted(&dmp));
     std::fs::write(dmp.join("hello.txt"), "kept across remounts").unwrap();
 
@@ -76,7 +78,8 @@ fn loop_driver_full_kubelet_sequence() {
     // a bind of the device mount, with its flags.
     let pod_dir = sb.pod_volume_dir("uid-1", "loop", vol);
     let pod_s = pod_dir.to_str().unwrap();
-    sb.call_twice("loop", &["mount", pod_s, &opts])
+    let mount_opts = kubelet_options(Op::Mount, &volume, Some(&PodMount::new("uid-1")));
+    sb.call_twice("loop", &["mount", pod_s, &mount_opts])
         .assert_success();
     let flags = mount_options_of(&pod_dir).expect("the pod dir is mounted");
     assert!(
@@ -95,21 +98,16 @@ fn loop_driver_full_kubelet_sequence() {
     assert!(!is_mounted(&dmp));
     assert!(!dmp.join("hello.txt").exists());
 
-    sb.call_twice("loop", &["mountdevice", dmp_s, &dev, &opts])
-        .assert_success();
+    sb.call_twice(
+        "loop",
+        &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)],
+    )
+    .assert_success();
     assert_eq!(read_file(&dmp.join("hello.txt")), "kept across remounts");
 
     // Expand: backend (image) then filesystem; df shows the new size.
     let before = df_size(&dmp);
-    let new_size = (640u64 << 20).to_string();
-    let old_size = (320u64 << 20).to_string();
-    sb.call_twice("loop", &["expandvolume", &opts, "", &new_size, &old_size])
-        .assert_success();
-    sb.call_twice(
-        "loop",
-        &["expandfs", &opts, &dev, dmp_s, &new_size, &old_size],
-    )
-    .assert_success();
+    sb.expand_twice("loop", &volume, &dev, dmp_s, 640 << 20, 320 << 20);
     let after = df_size(&dmp);
     assert!(
         after > before + (250 << 20),
@@ -123,13 +121,14 @@ fn loop_driver_full_kubelet_sequence() {
     sb.call_twice("loop", &["detach", vol, NODE])
         .assert_success();
     assert!(loop_devices_under(sb.root.path()).is_empty());
-    let is = sb.call_twice("loop", &["isattached", &opts, NODE]);
+    let is = sb.call_twice("loop", &["isattached", &opts(Op::IsAttached), NODE]);
     is.assert_success();
     assert_eq!(is.json["attached"], false);
 
     // The call log has one JSON line per call, with the plugin's log lines.
     let log = sb.log_lines("loop");
-    assert_eq!(log.len(), 30, "one log line per call");
+    // 15 calls above, each made twice.
+    assert_eq!(log.len(), 15 * 2, "one log line per call");
     assert!(
         log.iter()
             .any(|l| l["op"] == "attach" && l["plugin_log"].is_array())
@@ -145,24 +144,23 @@ fn tmpfs_driver_node_only_mount_unmount() {
     let sb = Sandbox::new();
     sb.install("tmpfs");
     let vol = "scratch";
-    let opts = options_json(&[
-        ("kubernetes.io/fsType", ""),
-        ("kubernetes.io/pvOrVolumeName", vol),
-        ("kubernetes.io/readwrite", "rw"),
-        ("kubernetes.io/pod.name", "web-0"),
-        ("kubernetes.io/pod.namespace", "default"),
-        ("kubernetes.io/pod.uid", "uid-2"),
-        ("kubernetes.io/serviceAccount.name", "default"),
-        ("size", "16Mi"),
-    ]);
+    // An inline volume with no fsType; only mount gets the pod's keys.
+    let volume = VolumeSpec::new(vol, "", &[("size", "16Mi")]);
     let init = sb.call_twice("tmpfs", &["init"]);
     init.assert_success();
     assert_eq!(init.json["capabilities"]["attach"], false);
-    sb.call_twice("tmpfs", &["getvolumename", &opts])
-        .assert_success();
+    sb.call_twice(
+        "tmpfs",
+        &[
+            "getvolumename",
+            &kubelet_options(Op::GetVolumeName, &volume, None),
+        ],
+    )
+    .assert_success();
 
     let dir = sb.pod_volume_dir("uid-2", "tmpfs", vol);
     let d = dir.to_str().unwrap();
+    let opts = kubelet_options(Op::Mount, &volume, Some(&PodMount::new("uid-2")));
     sb.call_twice("tmpfs", &["mount", d, &opts])
         .assert_success();
     assert!(is_mounted(&dir));
@@ -195,7 +193,8 @@ fn tmpfs_driver_node_only_mount_unmount() {
     sb.call_twice("tmpfs", &["unmount", d]).assert_success();
     assert!(!is_mounted(&dir));
     // attach is never called for a node-only driver; if it is, Not supported.
-    let a = sb.call("tmpfs", &["attach", &opts, NODE]);
+    let attach = kubelet_options(Op::Attach, &volume, None);
+    let a = sb.call("tmpfs", &["attach", &attach, NODE]);
     assert_eq!(a.status(), "Not supported");
     assert_eq!(a.code, 1);
 }
@@ -209,14 +208,15 @@ fn read_only_volume_is_mounted_read_only_and_never_formatted() {
     let sb = Sandbox::new();
     sb.install("loop");
     let vol = "pv-ro";
-    let rw = options_json(&[
-        ("kubernetes.io/fsType", "ext4"),
-        ("kubernetes.io/pvOrVolumeName", vol),
-        ("kubernetes.io/readwrite", "rw"),
-        ("size", "32Mi"),
-    ]);
-    let ro = rw.replace("\"rw\"", "\"ro\"");
-    let dev = sb.call("loop", &["attach", &rw, NODE]).json["device"]
+    let volume = VolumeSpec::new(vol, "ext4", &[("size", "32Mi")]);
+    let read_only = VolumeSpec {
+        read_only: true,
+        ..volume.clone()
+    };
+    let rw = kubelet_options(Op::MountDevice, &volume, None);
+    let ro = kubelet_options(Op::MountDevice, &read_only, None);
+    let attach = kubelet_options(Op::Attach, &volume, None);
+    let dev = sb.call("loop", &["attach", &attach, NODE]).json["device"]
         .as_str()
         .unwrap()
         .to_string();
@@ -250,14 +250,16 @@ fn mountdevice_refuses_a_device_holding_another_filesystem() {
     let sb = Sandbox::new();
     sb.install("loop");
     let vol = "pv-safety";
-    let as_xfs = options_json(&[
-        ("kubernetes.io/fsType", "xfs"),
-        ("kubernetes.io/pvOrVolumeName", vol),
-        ("kubernetes.io/readwrite", "rw"),
-        ("size", "320Mi"),
-    ]);
-    let as_ext4 = as_xfs.replace("\"xfs\"", "\"ext4\"");
-    let dev = sb.call("loop", &["attach", &as_xfs, NODE]).json["device"]
+    let xfs = VolumeSpec::new(vol, "xfs", &[("size", "320Mi")]);
+    // The same volume with its fsType changed to ext4.
+    let ext4 = VolumeSpec {
+        fs_type: "ext4",
+        ..xfs.clone()
+    };
+    let as_xfs = kubelet_options(Op::MountDevice, &xfs, None);
+    let as_ext4 = kubelet_options(Op::MountDevice, &ext4, None);
+    let attach = kubelet_options(Op::Attach, &xfs, None);
+    let dev = sb.call("loop", &["attach", &attach, NODE]).json["device"]
         .as_str()
         .unwrap()
         .to_string();
@@ -294,12 +296,8 @@ fn concurrent_attach_of_one_volume_attaches_once() {
     private_mount_namespace();
     let sb = Sandbox::new();
     sb.install("loop");
-    let opts = options_json(&[
-        ("kubernetes.io/fsType", "ext4"),
-        ("kubernetes.io/pvOrVolumeName", "pv-race"),
-        ("kubernetes.io/readwrite", "rw"),
-        ("size", "16Mi"),
-    ]);
+    let volume = VolumeSpec::new("pv-race", "ext4", &[("size", "16Mi")]);
+    let opts = kubelet_options(Op::Attach, &volume, None);
     let devices: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)
             .map(|_| s.spawn(|| sb.call("loop", &["attach", &opts, NODE])))

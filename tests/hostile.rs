@@ -73,14 +73,11 @@ fn assert_refused(a: &Answer, driver: &str, parts: &[&str]) {
     }
 }
 
-fn options(volume: &str, extra: &[(&str, &str)]) -> String {
-    let mut pairs = vec![
-        ("kubernetes.io/fsType", "ext4"),
-        ("kubernetes.io/pvOrVolumeName", volume),
-        ("kubernetes.io/readwrite", "rw"),
-    ];
-    pairs.extend_from_slice(extra);
-    options_json(&pairs)
+/// An ext4 volume `name` whose own options are `options` (where most
+/// attacks put their parameters); [`kubelet_options`] gives kubelet's
+/// argv around them for each op.
+fn volume<'a>(name: &'a str, options: &[(&'a str, &'a str)]) -> VolumeSpec<'a> {
+    VolumeSpec::new(name, "ext4", options)
 }
 
 /// Content and modification time of a file, to prove it was not touched.
@@ -378,9 +375,9 @@ impl MountAttack {
         }
     }
 
-    /// `mountdevice` as kubelet calls it; checks nothing was mounted and no
-    /// loop device was added.
-    fn mount_device(&self, driver: &str, options: &str) -> Answer {
+    /// `mountdevice` of `volume` as kubelet calls it; checks nothing was
+    /// mounted and no loop device was added.
+    fn mount_device(&self, driver: &str, volume: &VolumeSpec<'_>) -> Answer {
         let before = mounts();
         let a = self.sb.call(
             driver,
@@ -388,7 +385,7 @@ impl MountAttack {
                 "mountdevice",
                 self.mount_path.to_str().unwrap(),
                 &self.device,
-                options,
+                &kubelet_options(Op::MountDevice, volume, None),
             ],
         );
         assert_eq!(mounts(), before, "the call changed the mount table");
@@ -411,7 +408,7 @@ fn mount_non_device() {
     let passwd = Path::new("/etc/passwd");
     let passwd_before = fingerprint(passwd);
     let m = MountAttack::new(driver, BLOCK_GRANT);
-    let a = m.mount_device(driver, &options("pv-hostile", &[]));
+    let a = m.mount_device(driver, &volume("pv-hostile", &[]));
     assert_refused(&a, driver, &["/etc/passwd", "not a block device"]);
     assert_eq!(fingerprint(passwd), passwd_before, "/etc/passwd changed");
     assert_eq!(
@@ -456,8 +453,10 @@ fn mount_symlink_to_file() {
     std::os::unix::fs::symlink(&file, &link.0).unwrap();
     let before = fingerprint(&file);
 
-    let opts = options("pv-hostile", &[("link", link.0.to_str().unwrap())]);
-    let a = m.mount_device(driver, &opts);
+    let a = m.mount_device(
+        driver,
+        &volume("pv-hostile", &[("link", link.0.to_str().unwrap())]),
+    );
     assert_refused(&a, driver, &["not a block device"]);
     assert_eq!(fingerprint(&file), before, "the linked file was written");
     assert_eq!(
@@ -474,7 +473,7 @@ fn mount_root_dev() {
     }
     let driver = "mount_root_dev";
     let m = MountAttack::new(driver, BLOCK_GRANT);
-    let a = m.mount_device(driver, &options("pv-hostile", &[]));
+    let a = m.mount_device(driver, &volume("pv-hostile", &[]));
     assert_refused(&a, driver, &["not a block device"]);
     assert_eq!(
         probe_fs_type(&m.device),
@@ -490,7 +489,7 @@ fn fs_type_not_granted() {
     }
     let driver = "fs_type_not_granted";
     let m = MountAttack::new(driver, BLOCK_GRANT);
-    let a = m.mount_device(driver, &options("pv-hostile", &[]));
+    let a = m.mount_device(driver, &volume("pv-hostile", &[]));
     assert_refused(&a, driver, &["btrfs", "is not granted"]);
     assert_eq!(probe_fs_type(&m.device), None, "the device was formatted");
 }
@@ -502,7 +501,7 @@ fn suid_option() {
     }
     let driver = "suid_option";
     let m = MountAttack::new(driver, BLOCK_GRANT);
-    let a = m.mount_device(driver, &options("pv-hostile", &[]));
+    let a = m.mount_device(driver, &volume("pv-hostile", &[]));
     assert_refused(&a, driver, &["mount option 'suid' is not granted"]);
     assert_eq!(probe_fs_type(&m.device), None, "the device was formatted");
 }
@@ -536,10 +535,11 @@ fn mkfs_over_filesystem() {
     std::fs::write(prep.join("precious.txt"), "do not lose me").unwrap();
     nix::mount::umount(&prep).unwrap();
 
-    let a = m.mount_device(
-        driver,
-        &options("pv-hostile", &[("kubernetes.io/fsType", "xfs")]),
-    );
+    let as_xfs = VolumeSpec {
+        fs_type: "xfs",
+        ..volume("pv-hostile", &[])
+    };
+    let a = m.mount_device(driver, &as_xfs);
     assert_refused(&a, driver, &["already holds", "ext4"]);
     assert_eq!(probe_fs_type(&m.device).as_deref(), Some("ext4"));
     mount_prep();
@@ -710,7 +710,7 @@ fn sigterm_ignored() {
         driver,
         "[limits]\ndeadline_seconds = 30\nwait_for_attach_deadline_seconds = 540\n",
     );
-    let opts = options("pv-hostile", &[]);
+    let opts = kubelet_options(Op::WaitForAttach, &volume("pv-hostile", &[]), None);
     let call = sb.spawn(driver, &["waitforattach", "/dev/loop0", &opts]);
     std::thread::sleep(Duration::from_millis(300));
     call.signal(Signal::SIGTERM);
@@ -767,7 +767,7 @@ fn foreign_device() {
         None::<&str>,
     )
     .unwrap();
-    let a = m.mount_device(driver, &options("pv-hostile", &[("victim", &victim)]));
+    let a = m.mount_device(driver, &volume("pv-hostile", &[("victim", &victim)]));
     assert_refused(
         &a,
         driver,
@@ -792,7 +792,7 @@ fn foreign_device() {
         None::<&str>,
     )
     .unwrap();
-    let a = m.mount_device(driver, &options("pv-hostile", &[("victim", &m.device)]));
+    let a = m.mount_device(driver, &volume("pv-hostile", &[("victim", &m.device)]));
     assert_refused(
         &a,
         driver,
@@ -844,7 +844,7 @@ fn http_fields_bomb() {
         "http_fields_bomb",
         "[limits]\nmemory_mib = 16\n[http]\nallow = [\"https://example.invalid\"]\n",
     );
-    let opts = options("v", &[("mib", "8192")]);
+    let opts = kubelet_options(Op::GetVolumeName, &volume("v", &[("mib", "8192")]), None);
     let (a, usage) = sb
         .spawn("http_fields_bomb", &["getvolumename", &opts])
         .finish();
@@ -869,7 +869,14 @@ fn huge_answer() {
         "huge_answer",
         "[limits]\nmemory_mib = 512\nhost_memory_mib = 256\n",
     );
-    let a = sb.call("huge_answer", &["getvolumename", &options("v", &[])]);
+    let v = volume("v", &[]);
+    let a = sb.call(
+        "huge_answer",
+        &[
+            "getvolumename",
+            &kubelet_options(Op::GetVolumeName, &v, None),
+        ],
+    );
     assert_refused(
         &a,
         "huge_answer",
@@ -877,7 +884,14 @@ fn huge_answer() {
     );
     assert!(a.stdout.len() < 1024, "answer is {} bytes", a.stdout.len());
 
-    let a = sb.call("huge_answer", &["isattached", &options("v", &[]), "node-1"]);
+    let a = sb.call(
+        "huge_answer",
+        &[
+            "isattached",
+            &kubelet_options(Op::IsAttached, &v, None),
+            "node-1",
+        ],
+    );
     assert_refused(&a, "huge_answer", &["fake log line", "[…cut]"]);
     assert!(
         a.stdout.len() < 4096 + 200,
@@ -919,33 +933,46 @@ fn not_supported_fallbacks() {
     // its image dir): attach on this node refuses it; kubelet's defaults
     // for waitforattach and mountdevice, done by the host, refuse it too.
     let victim = sb.blank_loop_device("victim", 64 << 20);
-    let opts_v = options("pv-victim", &[("victim", &victim)]);
-    let a = sb.call(d, &["attach", &opts_v, &node]);
+    let victim_volume = volume("pv-victim", &[("victim", &victim)]);
+    let opts_v = |op| kubelet_options(op, &victim_volume, None);
+    let a = sb.call(d, &["attach", &opts_v(Op::Attach), &node]);
     assert_refused(&a, d, &[&victim, "is not a device this driver may use"]);
     // Attached to another node, the device here is not the one meant: a
     // hint for that node's waitforattach, which checks it there.
-    sb.call(d, &["attach", &opts_v, "some-other-node"])
+    sb.call(d, &["attach", &opts_v(Op::Attach), "some-other-node"])
         .assert_success();
-    let a = sb.call(d, &["waitforattach", &victim, &opts_v]);
+    let a = sb.call(d, &["waitforattach", &victim, &opts_v(Op::WaitForAttach)]);
     assert_refused(&a, d, &[&victim, "is not a device this driver may use"]);
     let dmp = sb.device_mount_path(d, "pv-victim");
     let before = mounts();
-    let a = sb.call(d, &["mountdevice", dmp.to_str().unwrap(), &victim, &opts_v]);
+    let a = sb.call(
+        d,
+        &[
+            "mountdevice",
+            dmp.to_str().unwrap(),
+            &victim,
+            &opts_v(Op::MountDevice),
+        ],
+    );
     assert_refused(&a, d, &["is not a device this driver may use"]);
     assert_eq!(mounts(), before);
     assert_eq!(probe_fs_type(&victim), None, "the victim was formatted");
 
     // Its own loop image: every default is done by the host, checked.
-    let opts = options("pv-own", &[("kubernetes.io/fsType", "xfs")]);
-    let attach = sb.call(d, &["attach", &opts, &node]);
+    let own = VolumeSpec {
+        fs_type: "xfs",
+        ..volume("pv-own", &[])
+    };
+    let opts = |op| kubelet_options(op, &own, None);
+    let attach = sb.call(d, &["attach", &opts(Op::Attach), &node]);
     attach.assert_success();
     let dev = attach.json["device"].as_str().unwrap().to_string();
-    let wait = sb.call_twice(d, &["waitforattach", &dev, &opts]);
+    let wait = sb.call_twice(d, &["waitforattach", &dev, &opts(Op::WaitForAttach)]);
     wait.assert_success();
     assert_eq!(wait.json["device"], dev.as_str());
     let dmp = sb.device_mount_path(d, "pv-own");
     let dmp_s = dmp.to_str().unwrap();
-    sb.call_twice(d, &["mountdevice", dmp_s, &dev, &opts])
+    sb.call_twice(d, &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)])
         .assert_success();
     assert_eq!(probe_fs_type(&dev).as_deref(), Some("xfs"));
     let dev_opts = mount_options_of(&dmp).expect("device mount");
@@ -957,7 +984,8 @@ fn not_supported_fallbacks() {
 
     // mount: the pod dir is a bind of the device mount, with its flags.
     let pod = sb.pod_volume_dir("uid-rw", d, "pv-own");
-    sb.call_twice(d, &["mount", pod.to_str().unwrap(), &opts])
+    let mount_rw = kubelet_options(Op::Mount, &own, Some(&PodMount::new("uid-rw")));
+    sb.call_twice(d, &["mount", pod.to_str().unwrap(), &mount_rw])
         .assert_success();
     let pod_opts = mount_options_of(&pod).expect("pod mount");
     for flag in ["rw", "nosuid", "nodev"] {
@@ -971,13 +999,11 @@ fn not_supported_fallbacks() {
         "written at the device mount"
     );
     // Read-only volume: the pod's bind is read-only.
-    let ro = options(
-        "pv-own",
-        &[
-            ("kubernetes.io/fsType", "xfs"),
-            ("kubernetes.io/readwrite", "ro"),
-        ],
-    );
+    let read_only = VolumeSpec {
+        read_only: true,
+        ..own.clone()
+    };
+    let ro = kubelet_options(Op::Mount, &read_only, Some(&PodMount::new("uid-ro")));
     let pod_ro = sb.pod_volume_dir("uid-ro", d, "pv-own");
     sb.call_twice(d, &["mount", pod_ro.to_str().unwrap(), &ro])
         .assert_success();
@@ -997,7 +1023,10 @@ fn not_supported_fallbacks() {
 
     // expandvolume: kubelet's default would record a size nothing has.
     let (new, old) = ((640u64 << 20).to_string(), (320u64 << 20).to_string());
-    let a = sb.call(d, &["expandvolume", &opts, "", &new, &old]);
+    let a = sb.call(
+        d,
+        &["expandvolume", &opts(Op::ExpandVolume), "", &new, &old],
+    );
     assert_refused(&a, d, &["cannot expand volumes", "not grown"]);
     // expandfs: the host grows the filesystem itself, checked as always.
     let image = sb.driver_state_dir(d).join("images/pv-own.img");
@@ -1015,8 +1044,11 @@ fn not_supported_fallbacks() {
             .success()
     );
     let before = df_size(&dmp);
-    sb.call(d, &["expandfs", &opts, &dev, dmp_s, &new, &old])
-        .assert_success();
+    sb.call(
+        d,
+        &["expandfs", &opts(Op::ExpandFs), &dev, dmp_s, &new, &old],
+    )
+    .assert_success();
     assert!(
         df_size(&dmp) > before + (250 << 20),
         "the filesystem did not grow"
@@ -1024,7 +1056,7 @@ fn not_supported_fallbacks() {
 
     // After unmountdevice nothing is left to bind.
     sb.call_twice(d, &["unmountdevice", dmp_s]).assert_success();
-    let a = sb.call(d, &["mount", pod.to_str().unwrap(), &opts]);
+    let a = sb.call(d, &["mount", pod.to_str().unwrap(), &mount_rw]);
     assert_refused(&a, d, &["mountdevice mounted nothing"]);
     assert!(!is_mounted(&pod));
 }
@@ -1045,14 +1077,24 @@ fn answer_leaks_secret() {
             && !f.contains(&folded("Zk9tOkEn4"))
             && !f.contains("4242secret")
     };
-    let a = sb.call(d, &["getvolumename", &options("v", &[])]);
+    let v = volume("v", &[]);
+    let a = sb.call(
+        d,
+        &[
+            "getvolumename",
+            &kubelet_options(Op::GetVolumeName, &v, None),
+        ],
+    );
     assert_refused(
         &a,
         d,
         &["withheld from kubelet", "volumeName", "holds a secret"],
     );
     assert!(hidden(&a.stdout), "{}", a.stdout);
-    let a = sb.call(d, &["attach", &options("v", &[]), "node-1"]);
+    let a = sb.call(
+        d,
+        &["attach", &kubelet_options(Op::Attach, &v, None), "node-1"],
+    );
     assert_refused(&a, d, &["holds a secret"]);
     assert!(hidden(&a.stdout), "{}", a.stdout);
     for disguise in ["", "upper", "spaced", "split", "padded", "base64", "bytes"] {
@@ -1060,7 +1102,11 @@ fn answer_leaks_secret() {
             d,
             &[
                 "isattached",
-                &options("v", &[("disguise", disguise)]),
+                &kubelet_options(
+                    Op::IsAttached,
+                    &volume("v", &[("disguise", disguise)]),
+                    None,
+                ),
                 "node-1",
             ],
         );
@@ -1119,7 +1165,11 @@ fn filesystem_plan_device() {
             &[
                 "mount",
                 pod.to_str().unwrap(),
-                &options("v", &[("source", source), ("fs", fs)]),
+                &kubelet_options(
+                    Op::Mount,
+                    &volume("v", &[("source", source), ("fs", fs)]),
+                    Some(&PodMount::new("uid-1")),
+                ),
             ],
         );
         assert_refused(&a, d, &["is a block device", "never mounts a device"]);
@@ -1165,7 +1215,11 @@ fn filesystem_plan_device() {
             &[
                 "mount",
                 pod.to_str().unwrap(),
-                &options("v", &[("source", "none"), ("fs", fs)]),
+                &kubelet_options(
+                    Op::Mount,
+                    &volume("v", &[("source", "none"), ("fs", fs)]),
+                    Some(&PodMount::new("uid-1")),
+                ),
             ],
         );
         assert_refused(&a, d, &["mount.filesystem", why]);
