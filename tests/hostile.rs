@@ -833,6 +833,25 @@ fn poll_forever() {
         usage.wall
     );
     assert!(processes_running(&sb.driver_exe("poll_forever")).is_empty());
+
+    // While a mount runs (here: until its deadline), other users of the
+    // node can read every process's command line; kubelet put the
+    // volume's secret there. The host wipes it at start.
+    let pod = sb.pod_volume_dir("uid-1", "poll_forever", "v");
+    let mut with_secret = PodMount::new("uid-1");
+    with_secret.secret = vec![("password", "hunter2-in-argv")];
+    let opts = kubelet_options(Op::Mount, &volume("v", &[]), Some(&with_secret));
+    let call = sb.spawn("poll_forever", &["mount", pod.to_str().unwrap(), &opts]);
+    std::thread::sleep(Duration::from_millis(500));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", call.pid)).unwrap();
+    let (a, _) = call.finish();
+    assert_refused(&a, "poll_forever", &["deadline"]);
+    let shown = String::from_utf8_lossy(&cmdline);
+    assert!(shown.contains("mount"), "{shown:?}");
+    assert!(
+        !shown.contains("kubernetes.io/secret") && !shown.contains("aHVudGVyMi1pbi1hcmd2"),
+        "the secret is in /proc/PID/cmdline: {shown:?}"
+    );
 }
 
 #[test]
@@ -859,6 +878,11 @@ fn http_fields_bomb() {
         "the host's peak RSS was {} MiB with a 64 MiB host budget",
         usage.max_rss_kib / 1024
     );
+    // The budget ends with the plugin's turn: the host still writes the
+    // call's log line.
+    let lines = sb.raw_log_lines("http_fields_bomb");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("host memory budget"), "{}", lines[0]);
 }
 
 #[test]
@@ -1015,6 +1039,63 @@ fn not_supported_fallbacks() {
         );
     }
     assert!(std::fs::write(pod_ro.join("x"), "no").is_err());
+
+    // An inline volume named after this PV lands on the same device mount
+    // path (kubelet keys it by name); its own options differ, so the host
+    // does not bind this volume's filesystem into that pod.
+    let impostor = volume("pv-own", &[("backend", "someone-else")]);
+    let pod_x = sb.pod_volume_dir("uid-impostor", d, "pv-own");
+    let a = sb.call(
+        d,
+        &[
+            "mount",
+            pod_x.to_str().unwrap(),
+            &kubelet_options(Op::Mount, &impostor, Some(&PodMount::new("uid-impostor"))),
+        ],
+    );
+    assert_refused(&a, d, &["a volume with other options than this one"]);
+    assert!(!is_mounted(&pod_x));
+
+    // kubelet's own subPath binds of the volume, and a FUSE-like mount
+    // whose source text names the device, do not count as the device being
+    // mounted elsewhere: a third pod still gets its bind.
+    let subpath = sb
+        .kubelet_root
+        .join("pods/uid-rw/volume-subpaths/data/app/0");
+    std::fs::create_dir_all(&subpath).unwrap();
+    nix::mount::mount(
+        Some(&pod),
+        &subpath,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let spoof = sb.root.path().join("spoof");
+    std::fs::create_dir_all(&spoof).unwrap();
+    nix::mount::mount(
+        Some(dev.as_str()),
+        &spoof,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let pod3 = sb.pod_volume_dir("uid-3", d, "pv-own");
+    sb.call(
+        d,
+        &[
+            "mount",
+            pod3.to_str().unwrap(),
+            &kubelet_options(Op::Mount, &own, Some(&PodMount::new("uid-3"))),
+        ],
+    )
+    .assert_success();
+    for p in [&subpath, &spoof] {
+        nix::mount::umount(p.as_path()).unwrap();
+    }
+    sb.call(d, &["unmount", pod3.to_str().unwrap()])
+        .assert_success();
     for p in [&pod, &pod_ro] {
         sb.call_twice(d, &["unmount", p.to_str().unwrap()])
             .assert_success();

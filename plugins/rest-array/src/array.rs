@@ -330,7 +330,8 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                missing.starts_with("array at http://a:1: no API token: the operator sets \"token\""),
+                missing
+                    .starts_with("array at http://a:1: no API token: the operator sets \"token\""),
                 "{missing}"
             );
         }

@@ -2,7 +2,8 @@
 //! for an hour, which Rust's std turns into a `wasi:clocks` pollable and a
 //! blocking `wasi:io/poll` call: the guest runs no wasm instructions while
 //! it waits, so epoch interruption alone never fires. The host must end the
-//! call at its deadline all the same.
+//! call at its deadline all the same. `mount` waits the same way (so a
+//! test can look at the running host from outside).
 
 // A component only (see the crate docs): empty when `cargo test --workspace`
 // builds the examples for the host.
@@ -17,6 +18,11 @@ impl Driver for PollForever {
     fn init(&self) -> Result<Capabilities> {
         std::thread::sleep(std::time::Duration::from_secs(3600));
         Ok(Capabilities::default())
+    }
+
+    fn mount(&self, _dir: &str, _options: &Options) -> Result<MountPlan> {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+        fail!("woke up")
     }
 }
 
