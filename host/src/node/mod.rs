@@ -77,6 +77,23 @@ pub enum NodeError {
     #[error("`{command}` was killed because the driver was asked to stop")]
     Cancelled { command: String },
 
+    #[error(
+        "the call's deadline ran out before `{command}` could start; it was not run (the call needs a longer deadline, or an earlier step took too long)"
+    )]
+    DeadlineBeforeStart { command: String },
+
+    #[error(
+        "`{command}` was killed after {}: the call's deadline ran out (the tool's own limit is {}); the call needs a longer deadline, or the tool is stuck",
+        DisplayDuration(*.after), DisplayDuration(*.cap)
+    )]
+    CallDeadline {
+        command: String,
+        /// How long the tool ran.
+        after: Duration,
+        /// The tool's own limit, which the deadline cut short.
+        cap: Duration,
+    },
+
     #[error("`{command}` failed ({status}){}", detail_suffix(.detail))]
     CommandFailed {
         command: String,
