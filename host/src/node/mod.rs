@@ -31,6 +31,7 @@ pub mod exec;
 pub mod loopdev;
 pub mod mkfs;
 pub mod mount;
+pub mod mount_options;
 pub mod mountinfo;
 pub mod resize;
 
