@@ -170,6 +170,17 @@ pub enum NodeError {
         supported: &'static str,
     },
 
+    #[error(
+        "{cause}; {} may now hold a partly made filesystem, which will not mount: check it with `blkid -p {}` and, if it holds nothing you need, wipe it with `wipefs -a {}` before retrying",
+        .device.display(), .device.display(), .device.display()
+    )]
+    MkfsInterrupted {
+        device: PathBuf,
+        /// How mkfs was stopped: its own limit, the call's deadline, or a
+        /// stop request.
+        cause: Box<NodeError>,
+    },
+
     #[error("mkfs.{fs_type} option {arg:?} rejected: {reason}")]
     MkfsArgRejected {
         fs_type: String,
