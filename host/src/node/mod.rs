@@ -205,6 +205,16 @@ pub enum NodeError {
         found: mkfs::Signature,
     },
 
+    #[error(
+        "{cause}; the filesystem on {} was being resized offline and may be left half resized: run `e2fsck -f {}` before mounting it",
+        .device.display(), .device.display()
+    )]
+    ResizeInterrupted {
+        device: PathBuf,
+        /// How resize2fs was stopped.
+        cause: Box<NodeError>,
+    },
+
     #[error("cannot grow the {fs_type} filesystem: {} is not a mount point (online grow needs the filesystem mounted there)", .mount_path.display())]
     NotMounted {
         fs_type: String,
