@@ -78,6 +78,23 @@ pub enum NodeError {
     #[error("`{command}` was killed because the driver was asked to stop")]
     Cancelled { command: String },
 
+    #[error(
+        "the call's deadline ran out before `{command}` could start; it was not run (the call needs a longer deadline, or an earlier step took too long)"
+    )]
+    DeadlineBeforeStart { command: String },
+
+    #[error(
+        "`{command}` was killed after {}: the call's deadline ran out (the tool's own limit is {}); the call needs a longer deadline, or the tool is stuck",
+        DisplayDuration(*.after), DisplayDuration(*.cap)
+    )]
+    CallDeadline {
+        command: String,
+        /// How long the tool ran.
+        after: Duration,
+        /// The tool's own limit, which the deadline cut short.
+        cap: Duration,
+    },
+
     #[error("`{command}` failed ({status}){}", detail_suffix(.detail))]
     CommandFailed {
         command: String,
@@ -153,6 +170,17 @@ pub enum NodeError {
         supported: &'static str,
     },
 
+    #[error(
+        "{cause}; {} may now hold a partly made filesystem, which will not mount: check it with `blkid -p {}` and, if it holds nothing you need, wipe it with `wipefs -a {}` before retrying",
+        .device.display(), .device.display(), .device.display()
+    )]
+    MkfsInterrupted {
+        device: PathBuf,
+        /// How mkfs was stopped: its own limit, the call's deadline, or a
+        /// stop request.
+        cause: Box<NodeError>,
+    },
+
     #[error("mkfs.{fs_type} option {arg:?} rejected: {reason}")]
     MkfsArgRejected {
         fs_type: String,
@@ -175,6 +203,16 @@ pub enum NodeError {
         device: PathBuf,
         fs_type: String,
         found: mkfs::Signature,
+    },
+
+    #[error(
+        "{cause}; the filesystem on {} was being resized offline and may be left half resized: run `e2fsck -f {}` before mounting it",
+        .device.display(), .device.display()
+    )]
+    ResizeInterrupted {
+        device: PathBuf,
+        /// How resize2fs was stopped.
+        cause: Box<NodeError>,
     },
 
     #[error("cannot grow the {fs_type} filesystem: {} is not a mount point (online grow needs the filesystem mounted there)", .mount_path.display())]

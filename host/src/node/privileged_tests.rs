@@ -13,10 +13,13 @@ use std::path::Path;
 
 use super::mkfs::Signature;
 use super::mount::{MountRequest, mount, unmount, unmount_all};
-use super::testutil::{LoopGuard, MountGuard, TempDir, have, image, privileged};
-use super::{NodeError, blockdev, loopdev, mkfs, mountinfo, resize};
+use super::testutil::{
+    LoopGuard, MountGuard, TempDir, allocated_bytes, have, image, privileged, processes_mentioning,
+};
+use super::{NodeError, blockdev, exec, loopdev, mkfs, mountinfo, resize};
 
 const MIB: u64 = 1024 * 1024;
+const TIB: u64 = 1024 * 1024 * MIB;
 
 fn opts(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -785,4 +788,135 @@ fn probe_of_an_empty_or_missing_device_is_an_error_not_blank() {
     let err = mkfs::probe(&empty).expect_err("empty");
     assert!(matches!(err, NodeError::ProbeFailed { .. }), "{err:?}");
     assert!(err.to_string().contains("size 0"), "{err}");
+}
+
+#[test]
+fn refused_mkfs_options_never_start_mkfs_and_leave_the_device_blank() {
+    if !privileged("refused_mkfs_options_never_start_mkfs_and_leave_the_device_blank") {
+        return;
+    }
+    let tmp = TempDir::new("refused-opts");
+    // Sparse: nothing is allocated until something writes to it.
+    let img = image(&tmp, "huge.img", 4 * TIB);
+    let dev = LoopGuard::attach(&img, false);
+    let mut cases: Vec<(&str, Vec<&str>)> = vec![
+        // Refused by the allowlist alone.
+        ("ext4", vec!["-e", "panic"]),
+        ("ext4", vec!["-c"]),
+        ("ext4", vec!["-cc"]),
+        ("ext4", vec!["-E", "offset=1099511627776"]),
+        ("ext4", vec!["-R", "offset=4096"]),
+        (
+            "ext4",
+            vec!["-O", "orphan_file", "-E", "orphan_file_size=1099511627776"],
+        ),
+        ("ext4", vec!["-O", "mmp", "-E", "mmp_update_interval=299"]),
+        ("ext4", vec!["-J", "size=40000"]),
+        ("ext4", vec!["-E", "assume_storage_prezeroed=1"]),
+        // Refused because of this device's size (4 TiB).
+        ("ext4", vec!["-E", "lazy_itable_init=0"]),
+        ("ext4", vec!["-b", "1024"]),
+        ("ext4", vec!["-g", "256"]),
+        ("ext4", vec!["-N", "4294967295"]),
+        ("ext4", vec!["-T", "small"]),
+    ];
+    if have("mkfs.xfs") {
+        cases.push(("xfs", vec!["-d", "agcount=40000"]));
+        cases.push(("xfs", vec!["-d", "agsize=16m"]));
+    }
+    if have("mkfs.btrfs") {
+        cases.push(("btrfs", vec!["-R", "quota"]));
+    }
+    for (fs_type, list) in &cases {
+        let start = std::time::Instant::now();
+        let err = mkfs::format(dev.path(), fs_type, &opts(list))
+            .expect_err(&format!("{fs_type} {list:?} must be refused"));
+        assert!(
+            matches!(err, NodeError::MkfsArgRejected { .. }),
+            "{fs_type} {list:?}: {err:?}"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{fs_type} {list:?} took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            allocated_bytes(&img),
+            0,
+            "{fs_type} {list:?}: something wrote to the device"
+        );
+    }
+    assert_eq!(mkfs::probe(dev.path()).expect("probe"), Signature::Blank);
+    // The same device takes a filesystem with the defaults.
+    mkfs::format(dev.path(), "ext4", &[]).expect("defaults are fine on 4 TiB");
+}
+
+#[test]
+fn mkfs_xfs_failure_keeps_the_cause_not_the_usage_text() {
+    if !privileged("mkfs_xfs_failure_keeps_the_cause_not_the_usage_text") {
+        return;
+    }
+    if !have("mkfs.xfs") {
+        eprintln!("skipping: xfsprogs not installed");
+        return;
+    }
+    let tmp = TempDir::new("xfs-small");
+    let dev = LoopGuard::attach(&image(&tmp, "small.img", 100 * MIB), false);
+    let err = mkfs::format(dev.path(), "xfs", &[]).expect_err("too small for xfs");
+    assert!(matches!(err, NodeError::CommandFailed { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("must be larger than 300MB"), "{msg}");
+    assert!(!msg.contains("Usage"), "{msg}");
+    assert_eq!(mkfs::probe(dev.path()).expect("probe"), Signature::Blank);
+}
+
+#[test]
+fn the_call_deadline_kills_a_running_mkfs_and_reports_it() {
+    if !privileged("the_call_deadline_kills_a_running_mkfs_and_reports_it") {
+        return;
+    }
+    let tmp = TempDir::new("deadline-mkfs");
+    let dev = LoopGuard::attach(&image(&tmp, "huge.img", 4 * TIB), false);
+    let dev_str = dev.path().to_str().expect("utf-8").to_string();
+    // `format` would refuse -c; run mke2fs directly: its badblocks scan of
+    // 4 TiB takes far longer than the 1 s left before the deadline. The
+    // scan only reads, so the killed tools exit at once.
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let start = std::time::Instant::now();
+    let deadline = start + std::time::Duration::from_secs(1);
+    let err = exec::run_until(
+        "mkfs.ext4",
+        &["-q", "-c", &dev_str],
+        mkfs::MKFS_TIMEOUT,
+        &flag,
+        Some(deadline),
+    )
+    .expect_err("killed at the deadline");
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(1)
+            + exec::KILL_GRACE
+            + std::time::Duration::from_secs(1),
+        "{took:?}"
+    );
+    let NodeError::CallDeadline {
+        ref command,
+        after,
+        cap,
+    } = err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(command, &format!("mkfs.ext4 -q -c {dev_str}"));
+    assert_eq!(cap, mkfs::MKFS_TIMEOUT);
+    assert!(after >= std::time::Duration::from_millis(900), "{after:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("`mkfs.ext4 -q -c {dev_str}` was killed after "))
+            && msg.contains("the call's deadline ran out (the tool's own limit is 300 s)"),
+        "{msg}"
+    );
+    // mke2fs and the badblocks it started are gone (the whole group).
+    let left = processes_mentioning(&dev_str);
+    assert!(left.is_empty(), "still running: {left:?}");
 }

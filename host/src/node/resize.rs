@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::mkfs::path_str;
-use super::{NodeError, Result, exec, mountinfo};
+use super::{NodeError, Result, blockdev, exec, mountinfo};
 
 /// How long a grow may take. Online grows are metadata-only and quick, but
 /// resize2fs on a large offline ext4 can take minutes.
@@ -28,7 +28,14 @@ pub fn grow_filesystem(device: &Path, mount_path: &Path, fs_type: &str) -> Resul
     match fs_type {
         "ext2" | "ext3" | "ext4" => {
             let dev = path_str(device)?;
-            exec::run_checked("resize2fs", &[dev], RESIZE_TIMEOUT).map_err(explain_resize2fs)?;
+            // resize2fs works online when the device is mounted anywhere.
+            // Unknown counts as offline: then a stop gets the fsck advice.
+            let mounted = blockdev::dev_numbers(device)
+                .and_then(|(major, minor)| mountinfo::mounts_of(major, minor))
+                .is_ok_and(|mounts| !mounts.is_empty());
+            let offline = !mounted;
+            exec::run_checked("resize2fs", &[dev], RESIZE_TIMEOUT)
+                .map_err(|e| explain_resize2fs(e, device, offline))?;
         }
         "xfs" => {
             require_mounted(fs_type, mount_path)?;
@@ -56,9 +63,21 @@ pub fn grow_filesystem(device: &Path, mount_path: &Path, fs_type: &str) -> Resul
 }
 
 /// resize2fs's "Permission denied to resize filesystem" is EPERM from
-/// EXT4_IOC_RESIZE_FS, which has two causes; name them.
-fn explain_resize2fs(e: NodeError) -> NodeError {
+/// EXT4_IOC_RESIZE_FS, which has two causes; name them. An offline
+/// resize2fs stopped midway (its limit, the call's deadline, a stop
+/// request) has rewritten only part of the metadata: say what to run.
+fn explain_resize2fs(e: NodeError, device: &Path, offline: bool) -> NodeError {
     match e {
+        NodeError::Timeout { .. }
+        | NodeError::CallDeadline { .. }
+        | NodeError::Cancelled { .. }
+            if offline =>
+        {
+            NodeError::ResizeInterrupted {
+                device: device.to_path_buf(),
+                cause: Box::new(e),
+            }
+        }
         NodeError::CommandFailed {
             command,
             status,
@@ -90,6 +109,26 @@ fn require_mounted(fs_type: &str, mount_path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_offline_resize_says_to_run_fsck() {
+        let killed = || NodeError::CallDeadline {
+            command: "resize2fs /dev/loop3".into(),
+            after: Duration::from_secs(12),
+            cap: RESIZE_TIMEOUT,
+        };
+        let e = explain_resize2fs(killed(), Path::new("/dev/loop3"), true);
+        assert_eq!(
+            e.to_string(),
+            "`resize2fs /dev/loop3` was killed after 12 s: the call's deadline ran out (the \
+             tool's own limit is 600 s); the call needs a longer deadline, or the tool is stuck; \
+             the filesystem on /dev/loop3 was being resized offline and may be left half \
+             resized: run `e2fsck -f /dev/loop3` before mounting it"
+        );
+        // Online, the kernel does the resize and finishes it: no advice.
+        let e = explain_resize2fs(killed(), Path::new("/dev/loop3"), false);
+        assert!(matches!(e, NodeError::CallDeadline { .. }), "{e:?}");
+    }
 
     #[test]
     fn unsupported_fs_is_a_clear_error() {

@@ -99,6 +99,31 @@ pub(crate) fn image(dir: &TempDir, name: &str, size: u64) -> PathBuf {
     p
 }
 
+/// Bytes the file system really holds for a (sparse) image: any write to
+/// it, even of zeros, shows up here.
+pub(crate) fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat image").blocks() * 512
+}
+
+/// Processes whose command line mentions `needle` (e.g. a device path).
+pub(crate) fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmd| cmd.contains(needle))
+        .collect()
+}
+
 /// Detaches its loop device on drop, even if the test panicked.
 pub(crate) struct LoopGuard(pub(crate) PathBuf);
 
