@@ -29,7 +29,10 @@
 //!                                        # stderr, each; default 64, 1..=16384
 //!
 //! [state]                                # grants flexwasm:driver/state
-//! quota_kib = 1024                       # default 1024, 1..=1048576
+//! quota_kib = 4096                       # disk use of the store; default 4096,
+//!                                        # 1..=1048576. An entry costs its blocks
+//!                                        # (at least one, 4 KiB on most
+//!                                        # filesystems) + 2 KiB: ~680 small entries
 //!
 //! [loop]                                 # grants flexwasm:driver/loop
 //! image_dir = "images"                   # required; relative to the driver's
@@ -574,7 +577,7 @@ impl Grant {
         }
 
         if let Some(s) = raw.state {
-            let kib = s.quota_kib.unwrap_or(1024);
+            let kib = s.quota_kib.unwrap_or(4096);
             if !(1..=1 << 20).contains(&kib) {
                 return Err(invalid(format!(
                     "state.quota_kib = {kib} is out of range 1..=1048576"
@@ -823,7 +826,7 @@ mod tests {
         assert_eq!(g.limits.deadline, Duration::from_secs(10));
         assert_eq!(g.limits.wait_for_attach_deadline, Duration::from_secs(10));
         assert_eq!(g.limits.memory_bytes, 32 << 20);
-        assert_eq!(g.state_quota, Some(1 << 20));
+        assert_eq!(g.state_quota, Some(4 << 20));
         assert_eq!(
             g.loop_image_dir.as_deref(),
             Some(Path::new("/var/lib/flexwasm/a~b/images"))
