@@ -998,6 +998,20 @@ fn state_disk_fill() {
     );
 }
 
+/// Install loop_image_flood as `driver` with the default `[loop]` limits and
+/// its image dir on a tmpfs of its own (mounted with `options` under the
+/// sandbox, in the test's private mount namespace); the image dir.
+fn image_dir_on_tmpfs(sb: &Sandbox, driver: &str, options: &str) -> PathBuf {
+    let dir = sb.root.path().join(format!("{driver}-images"));
+    mount_tmpfs(&dir, options);
+    sb.install_with_grant(
+        driver,
+        &hostile_wasm("loop_image_flood"),
+        &format!("[loop]\nimage_dir = \"{}\"\n", dir.display()),
+    );
+    dir
+}
+
 #[test]
 fn loop_image_flood() {
     let sb = Sandbox::new();
@@ -1028,13 +1042,7 @@ fn loop_image_flood() {
     // Total: on a 4 TiB filesystem, 100 GiB images; the default allows
     // 256 GiB in all.
     let total = "loop_image_flood_total";
-    let big = sb.root.path().join("big");
-    mount_tmpfs(&big, "size=4t");
-    sb.install_with_grant(
-        total,
-        &hostile_wasm(driver),
-        &format!("[loop]\nimage_dir = \"{}\"\n", big.display()),
-    );
+    let big = image_dir_on_tmpfs(&sb, total, "size=4t");
     let a = sb.call(total, &["getvolumename", &create("10", 100 << 30)]);
     assert_refused(
         &a,
@@ -1050,13 +1058,7 @@ fn loop_image_flood() {
     // Sparse overcommit: a 1 GiB filesystem keeps 102.4 MiB; images of
     // 400 MiB could grow by 800 MiB, a third would promise more than it has.
     let over = "loop_image_flood_over";
-    let small = sb.root.path().join("small");
-    mount_tmpfs(&small, "size=1g");
-    sb.install_with_grant(
-        over,
-        &hostile_wasm(driver),
-        &format!("[loop]\nimage_dir = \"{}\"\n", small.display()),
-    );
+    let small = image_dir_on_tmpfs(&sb, over, "size=1g");
     let a = sb.call(over, &["getvolumename", &create("10", 400 << 20)]);
     assert_refused(
         &a,
