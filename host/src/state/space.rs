@@ -101,22 +101,17 @@ impl FsSpace {
     pub fn of(path: &Path) -> std::io::Result<FsSpace> {
         let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
         let dev = std::fs::metadata(path)?.dev();
-        // Field widths differ between libcs; all are unsigned.
-        let frsize = u64::from(s.fragment_size());
-        let block_size = if frsize > 0 {
-            frsize
-        } else {
-            u64::from(s.block_size())
-        }
-        .max(512);
+        // 64-bit Linux (glibc and musl): every field is a u64.
+        let frsize = s.fragment_size();
+        let block_size = if frsize > 0 { frsize } else { s.block_size() }.max(512);
         Ok(FsSpace {
             path: path.to_path_buf(),
             dev,
-            size: u64::from(s.blocks()).saturating_mul(block_size),
-            available: u64::from(s.blocks_available()).saturating_mul(block_size),
+            size: s.blocks().saturating_mul(block_size),
+            available: s.blocks_available().saturating_mul(block_size),
             block_size,
-            inodes: u64::from(s.files()),
-            inodes_free: u64::from(s.files_available()),
+            inodes: s.files(),
+            inodes_free: s.files_available(),
         })
     }
 
