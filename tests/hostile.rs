@@ -1377,3 +1377,357 @@ fn memory_hold() {
         started.elapsed()
     );
 }
+
+// Disk: the state store and loop images stay within their quota and limits,
+// and never take the filesystem holding them below its reserve
+// (max(64 MiB, 10 %) available, 5 % of inodes free).
+
+/// Mount a tmpfs with `options` at `at` (created). Only in the test's
+/// private mount namespace: it vanishes with the test.
+fn mount_tmpfs(at: &Path, options: &str) {
+    std::fs::create_dir_all(at).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(options),
+    )
+    .unwrap_or_else(|e| panic!("mount tmpfs ({options}) at {}: {e}", at.display()));
+}
+
+/// Mount a fresh ext4 of `size` bytes (on a loop device over an image in the
+/// sandbox) at `at` (created), in the test's private mount namespace. With
+/// 4 KiB blocks and 256-byte inodes, as on a node's root filesystem
+/// (mke2fs would pick 1 KiB blocks for one this small).
+fn mount_ext4(sb: &Sandbox, at: &Path, size: u64) {
+    let device = sb.blank_loop_device("small-ext4", size);
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-b", "4096", "-I", "256", &device])
+        .output()
+        .expect("run mkfs.ext4");
+    assert!(mkfs.status.success(), "{mkfs:?}");
+    std::fs::create_dir_all(at).unwrap();
+    nix::mount::mount(
+        Some(device.as_str()),
+        at,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap_or_else(|e| panic!("mount {device} at {}: {e}", at.display()));
+}
+
+/// `du -s -B1 path`: the disk use of a tree, in bytes.
+fn du_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("du")
+        .args(["-s", "-B1"])
+        .arg(path)
+        .output()
+        .expect("run du");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("du {}: {out:?}", path.display()))
+}
+
+/// statvfs of `path`: (bytes available, fundamental block size, inodes free).
+fn fs_free(path: &Path) -> (u64, u64, u64) {
+    let s = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    let block = s.fragment_size() as u64;
+    (
+        s.blocks_available() as u64 * block,
+        block,
+        s.files_available() as u64,
+    )
+}
+
+/// The number right after `prefix` in `message` ("stored 682 values").
+#[track_caller]
+fn count_after(message: &str, prefix: &str) -> u64 {
+    message
+        .split_once(prefix)
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {prefix:?} in {message:?}"))
+}
+
+/// Names of the files in `dir` that do not start with '.' (state entries,
+/// loop images), sorted.
+fn visible_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn state_inode_flood() {
+    if !privileged("state_inode_flood") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    let driver = "state_inode_flood";
+    // A real ext4 as the state dir, so `du` measures the store as a node's
+    // /var/lib would hold it.
+    mount_ext4(&sb, &sb.state_dir, 256 << 20);
+    // Every write is two fsyncs on a loop device (~15 ms here): give the
+    // flood time to reach the quota, which is what this test is about.
+    install(
+        &sb,
+        driver,
+        "[limits]\ndeadline_seconds = 120\n[state]\nquota_kib = 1024\n",
+    );
+    let quota: u64 = 1 << 20;
+
+    let a = sb.call(driver, &["init"]);
+    assert_refused(
+        &a,
+        driver,
+        &[
+            "stored ",
+            "over its quota of 1.0 MiB",
+            "raise [state] quota_kib",
+        ],
+    );
+    let stored = count_after(a.message(), "stored ");
+    let kv = sb.driver_state_dir(driver).join("kv");
+    let (_, block, _) = fs_free(&kv);
+    assert_eq!(visible_files(&kv).len() as u64, stored, "entries on disk");
+    // Each empty or tiny value costs a block and 2 KiB for its inode and
+    // directory entry: exactly this many fit. (Counting record bytes, as
+    // the host once did, let 26 219 of them in: 105 MiB of disk.)
+    assert_eq!(stored, quota / (block + 2048), "entries stored");
+    // The stated slack: one block for the store's own directory.
+    let du = du_bytes(&kv);
+    assert!(
+        du <= quota + block,
+        "du of the store is {du} bytes with a quota of {quota}"
+    );
+    eprintln!("state_inode_flood: {stored} entries, du {du} bytes, quota {quota}");
+}
+
+#[test]
+fn state_disk_fill() {
+    if !privileged("state_disk_fill") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    let driver = "state_disk_fill";
+    // A quota far above what the filesystem holds: only the reserve stops it.
+    install(&sb, driver, "[state]\nquota_kib = 1048576\n");
+    let state_dir = sb.state_dir.to_str().unwrap().to_string();
+
+    // Bytes: a 96 MiB filesystem keeps 64 MiB available.
+    mount_tmpfs(&sb.state_dir, "size=96m");
+    let a = sb.call(
+        driver,
+        &["getvolumename", &options_json(&[("bytes", "1048576")])],
+    );
+    assert_refused(
+        &a,
+        driver,
+        &[
+            "no room for this value",
+            &format!("the filesystem at {state_dir} (tmpfs"),
+            "available",
+            "under its reserve of 64.0 MiB",
+            "10 % of its 96.0 MiB",
+        ],
+    );
+    let stored = count_after(a.message(), "stored ");
+    let (available, _, _) = fs_free(&sb.state_dir);
+    assert!(
+        available >= 64 << 20,
+        "{available} bytes left available after {stored} values of 1 MiB"
+    );
+    assert!(
+        stored >= 28,
+        "only {stored} values of 1 MiB stored before the reserve"
+    );
+    eprintln!("state_disk_fill: {stored} values of 1 MiB, {available} bytes left available");
+
+    // Inodes: 1000 of them keep 50 free.
+    nix::mount::umount(&sb.state_dir).unwrap();
+    mount_tmpfs(&sb.state_dir, "size=96m,nr_inodes=1000");
+    let a = sb.call(driver, &["getvolumename", &options_json(&[("bytes", "0")])]);
+    assert_refused(
+        &a,
+        driver,
+        &[
+            &format!("the filesystem at {state_dir} (tmpfs"),
+            "inodes free; 1 more would leave fewer than its reserve of 50",
+        ],
+    );
+    let (_, _, inodes_free) = fs_free(&sb.state_dir);
+    assert!(inodes_free >= 50, "{inodes_free} inodes left free");
+    eprintln!(
+        "state_disk_fill: {} empty values, {inodes_free} inodes left free",
+        count_after(a.message(), "stored ")
+    );
+}
+
+/// Install loop_image_flood as `driver` with the default `[loop]` limits and
+/// its image dir on a tmpfs of its own (mounted with `options` under the
+/// sandbox, in the test's private mount namespace); the image dir.
+fn image_dir_on_tmpfs(sb: &Sandbox, driver: &str, options: &str) -> PathBuf {
+    let dir = sb.root.path().join(format!("{driver}-images"));
+    mount_tmpfs(&dir, options);
+    sb.install_with_grant(
+        driver,
+        &hostile_wasm("loop_image_flood"),
+        &format!("[loop]\nimage_dir = \"{}\"\n", dir.display()),
+    );
+    dir
+}
+
+#[test]
+fn loop_image_flood() {
+    let sb = Sandbox::new();
+    let driver = "loop_image_flood";
+    let create = |count: &str, size: u64| {
+        options_json(&[
+            ("op", "create"),
+            ("count", count),
+            ("size", &size.to_string()),
+        ])
+    };
+
+    // Count: the default [loop] allows 64 images.
+    install(&sb, driver, "[loop]\nimage_dir = \"images\"\n");
+    let a = sb.call(driver, &["getvolumename", &create("1000", 1 << 20)]);
+    assert_refused(
+        &a,
+        driver,
+        &["created 64 images", "holds 64 images", "max_images = 64"],
+    );
+    let images = sb.driver_state_dir(driver).join("images");
+    assert_eq!(visible_files(&images).len(), 64);
+
+    if !privileged("loop_image_flood (total size, sparse overcommit)") {
+        return;
+    }
+    private_mount_namespace();
+    // Total: on a 4 TiB filesystem, 100 GiB images; the default allows
+    // 256 GiB in all.
+    let total = "loop_image_flood_total";
+    let big = image_dir_on_tmpfs(&sb, total, "size=4t");
+    let a = sb.call(total, &["getvolumename", &create("10", 100 << 30)]);
+    assert_refused(
+        &a,
+        total,
+        &[
+            "created 2 images",
+            "would total 300.0 GiB (200.0 GiB now, 100.0 GiB more)",
+            "max_total_gib = 256",
+        ],
+    );
+    assert_eq!(visible_files(&big), ["flood-0.img", "flood-1.img"]);
+
+    // Sparse overcommit: a 1 GiB filesystem keeps 102.4 MiB; images of
+    // 400 MiB could grow by 800 MiB, a third would promise more than it has.
+    let over = "loop_image_flood_over";
+    let small = image_dir_on_tmpfs(&sb, over, "size=1g");
+    let a = sb.call(over, &["getvolumename", &create("10", 400 << 20)]);
+    assert_refused(
+        &a,
+        over,
+        &[
+            "created 2 images",
+            "could still grow by 800.0 MiB (their unwritten sparse space) and this adds 400.0 MiB",
+            &format!("the filesystem at {} (tmpfs", small.display()),
+            "above its reserve of 102.4 MiB",
+        ],
+    );
+    let grow = |size: u64| options_json(&[("op", "grow"), ("size", &size.to_string())]);
+    let a = sb.call(over, &["getvolumename", &grow(700 << 20)]);
+    assert_refused(
+        &a,
+        over,
+        &["could still grow by 800.0 MiB", "this adds 300.0 MiB"],
+    );
+    // What fits is allowed: 900 MiB promised of 921.6 MiB.
+    sb.call(over, &["getvolumename", &grow(500 << 20)])
+        .assert_success();
+    let (available, _, _) = fs_free(&small);
+    let promised: u64 = visible_files(&small)
+        .iter()
+        .map(|n| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(small.join(n)).unwrap();
+            m.len() - (m.blocks() * 512).min(m.len())
+        })
+        .sum();
+    let reserve = (1u64 << 30) / 10;
+    assert!(
+        promised <= available - reserve,
+        "images could grow by {promised} bytes; {available} available, reserve {reserve}"
+    );
+    assert!(loop_devices_under(sb.root.path()).is_empty());
+}
+
+#[test]
+fn loop_device_flood() {
+    if !privileged("loop_device_flood") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let driver = "loop_device_flood";
+    let root = sb.root.path().to_path_buf();
+    install(&sb, driver, "[loop]\nimage_dir = \"images\"\n");
+    let attach = |volume: &str, count: &str| {
+        sb.call(
+            driver,
+            &[
+                "attach",
+                &options_json(&[("count", count), ("kubernetes.io/pvOrVolumeName", volume)]),
+                "node-1",
+            ],
+        )
+    };
+
+    // One call attaches one volume: the second attach is refused.
+    let a = attach("burst", "8");
+    assert_refused(
+        &a,
+        driver,
+        &[
+            "attached 1 loop devices, then",
+            "this call has attached 1 loop device(s) already",
+            "max_attaches_per_call = 1",
+        ],
+    );
+    assert_eq!(loop_devices_under(&root).len(), 1);
+
+    // Call by call, up to the default 32 attached at once.
+    for n in 1..32 {
+        attach(&format!("vol{n}"), "1").assert_success();
+    }
+    assert_eq!(loop_devices_under(&root).len(), 32);
+    let a = attach("one-too-many", "1");
+    assert_refused(
+        &a,
+        driver,
+        &[
+            "attached 0 loop devices, then",
+            "32 loop devices are attached from this driver's images",
+            "max_attached = 32",
+        ],
+    );
+    assert_eq!(loop_devices_under(&root).len(), 32);
+
+    // Containment: nothing this test attached outlives it.
+    drop(sb);
+    assert!(
+        loop_devices_under(&root).is_empty(),
+        "left attached: {:?}",
+        loop_devices_under(&root)
+    );
+}

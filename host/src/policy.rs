@@ -32,11 +32,21 @@
 //!                                        # stderr, each; default 64, 1..=16384
 //!
 //! [state]                                # grants flexwasm:driver/state
-//! quota_kib = 1024                       # default 1024, 1..=1048576
+//! quota_kib = 4096                       # disk use of the store; default 4096,
+//!                                        # 1..=1048576. An entry costs its blocks
+//!                                        # (at least one, 4 KiB on most
+//!                                        # filesystems) + 2 KiB: ~680 small entries
 //!
 //! [loop]                                 # grants flexwasm:driver/loop
 //! image_dir = "images"                   # required; relative to the driver's
 //!                                        # state dir, or absolute
+//! max_images = 64                        # images in image_dir; default 64, 1..=65536
+//! max_total_gib = 256                    # sum of their sizes (apparent: images are
+//!                                        # sparse); default 256, 1..=1048576
+//! max_attached = 32                      # loop devices attached from them at
+//!                                        # once; default 32, 1..=16384
+//! max_attaches_per_call = 1              # new attaches in one call (a call is one
+//!                                        # volume); default 1, 1..=64
 //!
 //! [devices]                              # grants flexwasm:driver/devices (read-only)
 //! claim = ["loop-backing-dir:/var/lib/array/images", "by-id:scsi-3600a098",
@@ -73,6 +83,16 @@
 //! token = { value = "…", secret = true } # secret: never logged, never in a message
 //! credentials = { file = "/etc/acme/creds.json", secret = true }  # read per call, ≤ 64 KiB
 //! ```
+//!
+//! Disk space: a state write, or a loop image created or grown, is refused
+//! when it would leave the filesystem holding it with less than max(64 MiB,
+//! 10 %) available or 5 % of its inodes free (kubelet's default eviction
+//! thresholds; see [`crate::state::space`]). Images are sparse, so creating
+//! or growing one is refused unless what all of them could still grow
+//! (apparent minus allocated size, summed) fits in the space available above
+//! that reserve. For 256 volumes of the `loop` plugin, say, grant
+//! `max_images = 256`, `max_attached = 256`, `max_total_gib` at least 256
+//! times the volume size, and `[state] quota_kib = 2048`.
 //!
 //! Addresses are checked after name resolution, on every address a name
 //! resolves to, and the connection goes to the address that was checked (no
@@ -148,6 +168,10 @@ pub struct RawState {
 #[serde(deny_unknown_fields)]
 pub struct RawLoop {
     pub image_dir: Option<String>,
+    pub max_images: Option<u64>,
+    pub max_total_gib: Option<u64>,
+    pub max_attached: Option<u64>,
+    pub max_attaches_per_call: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +208,8 @@ pub struct Grant {
     pub state_quota: Option<u64>,
     /// Absolute image dir, when `loop` is granted.
     pub loop_image_dir: Option<PathBuf>,
+    /// How far `loop` may go (the defaults when it is not granted).
+    pub loop_limits: LoopLimits,
     pub devices: bool,
     /// Devices beyond its own loop images the plugin may have formatted,
     /// mounted or handed to kubelet (see [`crate::device_claim`]).
@@ -196,6 +222,35 @@ pub struct Grant {
     pub http: Option<HttpGrant>,
     /// `[config]`, when present (even empty): grants flexwasm:driver/config.
     pub config: Option<BTreeMap<String, ConfigValue>>,
+}
+
+/// The `[loop]` bounds on one driver's images and loop devices.
+///
+/// Defaults — what `[loop]` with only `image_dir` grants: 64 images,
+/// 256 GiB in all, 32 attached at once, 1 new attach per call. Enough for a
+/// small node and for the reference `loop` plugin's 1 GiB volumes, and a
+/// runaway plugin can neither fill the image filesystem (sparse growth is
+/// also checked against its free space) nor use up the node's loop devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopLimits {
+    pub max_images: u64,
+    /// Sum of the images' apparent sizes.
+    pub max_total_bytes: u64,
+    /// Loop devices attached from the images at once.
+    pub max_attached: u64,
+    /// Loop devices one call may attach.
+    pub max_attaches_per_call: u64,
+}
+
+impl Default for LoopLimits {
+    fn default() -> Self {
+        LoopLimits {
+            max_images: 64,
+            max_total_bytes: 256 << 30,
+            max_attached: 32,
+            max_attaches_per_call: 1,
+        }
+    }
 }
 
 /// One `[http] allow` entry.
@@ -472,6 +527,7 @@ impl Grant {
             limits: GrantLimits::default(),
             state_quota: None,
             loop_image_dir: None,
+            loop_limits: LoopLimits::default(),
             devices: false,
             device_claims: Vec::new(),
             format: Vec::new(),
@@ -584,7 +640,7 @@ impl Grant {
         }
 
         if let Some(s) = raw.state {
-            let kib = s.quota_kib.unwrap_or(1024);
+            let kib = s.quota_kib.unwrap_or(4096);
             if !(1..=1 << 20).contains(&kib) {
                 return Err(invalid(format!(
                     "state.quota_kib = {kib} is out of range 1..=1048576"
@@ -598,6 +654,30 @@ impl Grant {
                 invalid("loop.image_dir is required when [loop] is granted".into())
             })?;
             grant.loop_image_dir = Some(image_dir(&dir, state_dir).map_err(invalid)?);
+            let defaults = LoopLimits::default();
+            let bound = |key: &str, v: Option<u64>, hi: u64, default: u64| match v {
+                None => Ok(default),
+                Some(v) if (1..=hi).contains(&v) => Ok(v),
+                Some(v) => Err(invalid(format!(
+                    "loop.{key} = {v} is out of range 1..={hi}"
+                ))),
+            };
+            grant.loop_limits = LoopLimits {
+                max_images: bound("max_images", l.max_images, 65536, defaults.max_images)?,
+                max_total_bytes: bound(
+                    "max_total_gib",
+                    l.max_total_gib,
+                    1 << 20,
+                    defaults.max_total_bytes >> 30,
+                )? << 30,
+                max_attached: bound("max_attached", l.max_attached, 16384, defaults.max_attached)?,
+                max_attaches_per_call: bound(
+                    "max_attaches_per_call",
+                    l.max_attaches_per_call,
+                    64,
+                    defaults.max_attaches_per_call,
+                )?,
+            };
         }
 
         if let Some(d) = raw.devices {
@@ -955,7 +1035,7 @@ mod tests {
         assert_eq!(g.limits.deadline, Duration::from_secs(10));
         assert_eq!(g.limits.wait_for_attach_deadline, Duration::from_secs(10));
         assert_eq!(g.limits.memory_bytes, 32 << 20);
-        assert_eq!(g.state_quota, Some(1 << 20));
+        assert_eq!(g.state_quota, Some(4 << 20));
         assert_eq!(
             g.loop_image_dir.as_deref(),
             Some(Path::new("/var/lib/flexwasm/a~b/images"))
@@ -1093,6 +1173,58 @@ mod tests {
             assert!(
                 !e.contains("hunter2"),
                 "a config value is in the message: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn loop_limits_have_safe_defaults_and_room_for_256_volumes() {
+        let g = parse(&format!(
+            "plugin_sha256 = \"{SHA}\"\n[loop]\nimage_dir = \"images\""
+        ))
+        .unwrap();
+        assert_eq!(
+            g.loop_limits,
+            LoopLimits {
+                max_images: 64,
+                max_total_bytes: 256 << 30,
+                max_attached: 32,
+                max_attaches_per_call: 1,
+            }
+        );
+        // Not granted: the same defaults, never used.
+        assert_eq!(Grant::baseline().loop_limits, LoopLimits::default());
+        let g = parse(&format!(
+            "plugin_sha256 = \"{SHA}\"\n[state]\nquota_kib = 2048\n[loop]\nimage_dir = \"images\"\n\
+             max_images = 256\nmax_total_gib = 2560\nmax_attached = 256\nmax_attaches_per_call = 2"
+        ))
+        .unwrap();
+        assert_eq!(
+            g.loop_limits,
+            LoopLimits {
+                max_images: 256,
+                max_total_bytes: 2560 << 30,
+                max_attached: 256,
+                max_attaches_per_call: 2,
+            }
+        );
+        assert_eq!(g.state_quota, Some(2 << 20));
+        for (key, bad) in [
+            ("max_images", "0"),
+            ("max_images", "65537"),
+            ("max_total_gib", "0"),
+            ("max_total_gib", "1048577"),
+            ("max_attached", "16385"),
+            ("max_attaches_per_call", "65"),
+        ] {
+            let e = parse(&format!(
+                "plugin_sha256 = \"{SHA}\"\n[loop]\nimage_dir = \"images\"\n{key} = {bad}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!("loop.{key} = {bad} is out of range")),
+                "{e}"
             );
         }
     }

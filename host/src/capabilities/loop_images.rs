@@ -7,13 +7,28 @@
 //! (`cap-std`), so even a symlink planted in it cannot lead outside. Only
 //! regular files are attached. Attach and detach hold an exclusive lock on
 //! the image, so concurrent calls never attach one image twice.
+//!
+//! Bounds ([`LoopLimits`], from the grant's `[loop]` table): how many
+//! images, their total apparent size, how many loop devices are attached
+//! from them at once, and how many one call attaches. Images are sparse
+//! and fill up later, so creating or growing one is also refused unless
+//! what all of them could still grow (apparent minus allocated size) fits
+//! in the image filesystem's space above its reserve
+//! ([`crate::state::space`]). "This driver's images" are the regular files
+//! in the image dir with names a plugin could give. Creating, growing and
+//! attaching take an exclusive lock on the image dir (after the image's
+//! own lock, never before), so concurrent calls cannot both take the last
+//! slot.
 
 use crate::node::loopdev;
+use crate::policy::LoopLimits;
 use crate::runtime::PluginHost;
 use crate::runtime::bindings::flexwasm::driver::loop_::{self as wit, LoopError};
+use crate::state::space::{FsSpace, MIN_RESERVE_BYTES, RESERVE_PERCENT, human_bytes};
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
 use nix::fcntl::{Flock, FlockArg};
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +40,21 @@ pub const MAX_IMAGE_BYTES: u64 = 16 << 40;
 
 pub struct LoopImages {
     dir_path: PathBuf,
+    limits: LoopLimits,
     dir: Option<Dir>,
+    /// Loop devices this call has attached.
+    attached_by_call: u64,
+}
+
+/// This driver's images, as found under the image dir's lock.
+struct Census {
+    count: u64,
+    /// Sum of apparent sizes.
+    apparent: u64,
+    /// What they could still grow: apparent minus allocated, summed.
+    growth: u64,
+    /// (st_dev, st_ino) of each.
+    inodes: HashSet<(u64, u64)>,
 }
 
 pub fn check_name(name: &str) -> Result<(), LoopError> {
@@ -53,10 +82,18 @@ fn failed(what: impl std::fmt::Display) -> LoopError {
 }
 
 impl LoopImages {
+    /// With the default limits, what `[loop]` with only `image_dir` grants.
     pub fn new(dir_path: PathBuf) -> Self {
+        Self::with_limits(dir_path, LoopLimits::default())
+    }
+
+    /// With the grant's limits (`Grant::loop_limits`).
+    pub fn with_limits(dir_path: PathBuf, limits: LoopLimits) -> Self {
         LoopImages {
             dir_path,
+            limits,
             dir: None,
+            attached_by_call: 0,
         }
     }
 
@@ -126,6 +163,114 @@ impl LoopImages {
         let meta = file.metadata().map_err(failed)?;
         loopdev::find_by_file(meta.dev(), meta.ino()).map_err(failed)
     }
+
+    /// An exclusive lock on the image dir, held while counting and then
+    /// creating, growing or attaching. Take it after an image's own lock.
+    fn lock_dir(&mut self) -> Result<Flock<File>, LoopError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.dir()?;
+        let path = self.dir_path.display().to_string();
+        // cap-std holds the dir as an O_PATH descriptor, which flock
+        // refuses: open it for reading. The lock is advisory, between calls
+        // of this driver; the images themselves are only reached through
+        // the capability.
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir_path)
+            .map_err(|e| failed(format!("cannot open image dir {path}: {e}")))?;
+        Flock::lock(dir, FlockArg::LockExclusive)
+            .map_err(|(_, e)| failed(format!("cannot lock image dir {path}: {e}")))
+    }
+
+    /// Count this driver's images; the caller holds the dir lock.
+    fn census(&mut self) -> Result<Census, LoopError> {
+        let path = self.dir_path.display().to_string();
+        let listing = |e: std::io::Error| failed(format!("cannot list image dir {path}: {e}"));
+        let mut census = Census {
+            count: 0,
+            apparent: 0,
+            growth: 0,
+            inodes: HashSet::new(),
+        };
+        for entry in self.dir()?.entries().map_err(listing)? {
+            let entry = entry.map_err(listing)?;
+            let name = entry.file_name();
+            if name.to_str().is_none_or(|n| check_name(n).is_err()) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed since the listing (remove-image takes no dir lock).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(listing(e)),
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let allocated = meta.blocks().saturating_mul(512);
+            census.count += 1;
+            census.apparent = census.apparent.saturating_add(meta.len());
+            census.growth = census
+                .growth
+                .saturating_add(meta.len().saturating_sub(allocated));
+            census.inodes.insert((meta.dev(), meta.ino()));
+        }
+        Ok(census)
+    }
+
+    /// Refuse adding `added` bytes of apparent size (a new image, or an
+    /// image grown) when over `max_total_bytes` or more than the image
+    /// filesystem can hold above its reserve once the images fill up.
+    fn check_room(&self, census: &Census, added: u64) -> Result<(), LoopError> {
+        let dir = self.dir_path.display();
+        let total = census.apparent.saturating_add(added);
+        if total > self.limits.max_total_bytes {
+            return Err(failed(format!(
+                "the images in {dir} would total {} ({} now, {} more), over this driver's \
+                 max_total_gib = {} (sizes count in full: images are sparse and fill up later); \
+                 remove images no longer needed, use a smaller size, or raise [loop] \
+                 max_total_gib in the driver's policy",
+                human_bytes(total),
+                human_bytes(census.apparent),
+                human_bytes(added),
+                self.limits.max_total_bytes >> 30
+            )));
+        }
+        let space = FsSpace::of(&self.dir_path)
+            .map_err(|e| failed(format!("cannot read the free space of {dir}: {e}")))?;
+        let growth = census.growth.saturating_add(added);
+        if growth > space.room() {
+            return Err(failed(format!(
+                "the images in {dir} could still grow by {} (their unwritten sparse space) and \
+                 this adds {}, but the filesystem at {} has {} available, {} above its reserve \
+                 of {} (the larger of {} and {RESERVE_PERCENT} % of its {}: below that kubelet \
+                 evicts pods); use a smaller size, remove images no longer needed, or give the \
+                 driver a larger image filesystem",
+                human_bytes(census.growth),
+                human_bytes(added),
+                space.filesystem(),
+                human_bytes(space.available),
+                human_bytes(space.room()),
+                human_bytes(space.reserve()),
+                human_bytes(MIN_RESERVE_BYTES),
+                human_bytes(space.size)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loop devices attached now from this driver's images.
+    fn attached_from_images(census: &Census) -> Result<u64, LoopError> {
+        let devices = loopdev::attached().map_err(failed)?;
+        Ok(devices
+            .iter()
+            .filter(|(_, s)| {
+                let dev = libc::makedev(s.backing_major, s.backing_minor);
+                census.inodes.contains(&(dev, s.backing_inode))
+            })
+            .count() as u64)
+    }
 }
 
 impl wit::Host for LoopImages {
@@ -139,20 +284,29 @@ impl wit::Host for LoopImages {
         if let Some(existing) = self.open(&name)? {
             return existing.metadata().map(|m| m.len()).map_err(failed);
         }
+        let _dir_lock = self.lock_dir()?;
+        // Another call may have created it while we waited for the lock.
+        if let Some(existing) = self.open(&name)? {
+            return existing.metadata().map(|m| m.len()).map_err(failed);
+        }
+        let census = self.census()?;
+        if census.count >= self.limits.max_images {
+            return Err(failed(format!(
+                "the image dir {} holds {} images, the most this driver may have \
+                 (max_images = {}); remove images no longer needed, or raise [loop] max_images \
+                 in the driver's policy",
+                self.dir_path.display(),
+                census.count,
+                self.limits.max_images
+            )));
+        }
+        self.check_room(&census, size_bytes)?;
         let dir = self.dir()?;
         let file = match dir.open_with(
             &name,
             OpenOptions::new().read(true).write(true).create_new(true),
         ) {
             Ok(f) => f.into_std(),
-            // Another call created it between our two opens: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return self
-                    .open_existing(&name)?
-                    .metadata()
-                    .map(|m| m.len())
-                    .map_err(failed);
-            }
             Err(e) => return Err(failed(format!("cannot create image {name}: {e}"))),
         };
         // Sparse: set_len allocates nothing.
@@ -171,6 +325,9 @@ impl wit::Host for LoopImages {
         if len >= size_bytes {
             return Ok(len);
         }
+        let _dir_lock = self.lock_dir()?;
+        let census = self.census()?;
+        self.check_room(&census, size_bytes - len)?;
         file.set_len(size_bytes)
             .and_then(|_| file.sync_all())
             .map_err(|e| failed(format!("cannot grow image {name}: {e}")))?;
@@ -206,7 +363,28 @@ impl wit::Host for LoopImages {
         if let Some(dev) = Self::device_of(&file)? {
             return Ok(dev.to_string_lossy().into_owned());
         }
+        if self.attached_by_call >= self.limits.max_attaches_per_call {
+            return Err(failed(format!(
+                "this call has attached {} loop device(s) already, the most one call may \
+                 (max_attaches_per_call = {}; a call is for one volume); attach image {name} in \
+                 a call of its own, or raise [loop] max_attaches_per_call in the driver's policy",
+                self.attached_by_call, self.limits.max_attaches_per_call
+            )));
+        }
+        let _dir_lock = self.lock_dir()?;
+        let census = self.census()?;
+        let attached = Self::attached_from_images(&census)?;
+        if attached >= self.limits.max_attached {
+            return Err(failed(format!(
+                "{attached} loop devices are attached from this driver's images in {} already, \
+                 the most it may have (max_attached = {}); detach volumes no longer in use, or \
+                 raise [loop] max_attached in the driver's policy",
+                self.dir_path.display(),
+                self.limits.max_attached
+            )));
+        }
         let dev = loopdev::attach(&file, false).map_err(failed)?;
+        self.attached_by_call += 1;
         Ok(dev.to_string_lossy().into_owned())
     }
 
@@ -254,6 +432,7 @@ pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::wit::Host as _;
     use super::*;
 
     #[test]
@@ -273,6 +452,136 @@ mod tests {
         }
         for good in ["pv1.img", "a", "_x-1.2"] {
             assert!(check_name(good).is_ok(), "{good}");
+        }
+    }
+
+    /// An image dir under the system temp dir; on drop, detaches every loop
+    /// device backed by one of its files and removes it.
+    struct ImageDir(PathBuf);
+
+    impl ImageDir {
+        fn new(tag: &str) -> ImageDir {
+            let dir = std::env::temp_dir()
+                .join(format!("flexwasm-loop-images-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            ImageDir(dir)
+        }
+
+        fn images(&self, limits: LoopLimits) -> LoopImages {
+            LoopImages::with_limits(self.0.clone(), limits)
+        }
+    }
+
+    impl Drop for ImageDir {
+        fn drop(&mut self) {
+            if let Ok(devices) = loopdev::attached() {
+                for (dev, status) in devices {
+                    let ours = std::fs::read_dir(&self.0)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|e| e.metadata().is_ok_and(|m| m.ino() == status.backing_inode));
+                    if ours {
+                        loopdev::detach_eventually(&dev);
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn refused(result: Result<impl std::fmt::Debug, LoopError>, parts: &[&str]) {
+        match result {
+            Err(LoopError::Failed(message)) => {
+                for part in parts {
+                    assert!(message.contains(part), "{message:?} lacks {part:?}");
+                }
+            }
+            other => panic!("expected a refusal mentioning {parts:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_grant_bounds_image_count_and_total_size() {
+        let dir = ImageDir::new("bounds");
+        let limits = LoopLimits {
+            max_images: 3,
+            max_total_bytes: 1 << 30,
+            ..LoopLimits::default()
+        };
+        let mut images = dir.images(limits);
+        for n in 0..2 {
+            assert_eq!(
+                images.create_image(format!("i{n}"), 400 << 20).unwrap(),
+                400 << 20
+            );
+        }
+        // An existing image is no new image: not refused.
+        assert_eq!(images.create_image("i0".into(), 1).unwrap(), 400 << 20);
+        refused(
+            images.create_image("i2".into(), 300 << 20),
+            &[
+                "would total 1.1 GiB (800.0 MiB now, 300.0 MiB more)",
+                "max_total_gib = 1",
+            ],
+        );
+        refused(
+            images.grow_image("i1".into(), 700 << 20),
+            &["would total 1.1 GiB", "max_total_gib = 1"],
+        );
+        images.create_image("i2".into(), 200 << 20).unwrap();
+        refused(
+            images.create_image("i3".into(), 1),
+            &["holds 3 images", "max_images = 3"],
+        );
+        // Files a plugin cannot name are not its images.
+        std::fs::write(dir.0.join(".hidden"), b"x").unwrap();
+        images.remove_image("i2".into()).unwrap();
+        images.create_image("i3".into(), 1).unwrap();
+    }
+
+    #[test]
+    fn the_grant_bounds_attached_devices_per_call_and_in_all() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "needs root, and CI is set"
+            );
+            eprintln!("SKIPPED the_grant_bounds_attached_devices_per_call_and_in_all: needs root");
+            return;
+        }
+        let dir = ImageDir::new("attach");
+        let limits = LoopLimits {
+            max_attached: 3,
+            max_attaches_per_call: 2,
+            ..LoopLimits::default()
+        };
+        let mut call = dir.images(limits);
+        for n in 0..4 {
+            call.create_image(format!("d{n}"), 1 << 20).unwrap();
+        }
+        let d0 = call.attach("d0".into()).unwrap();
+        call.attach("d1".into()).unwrap();
+        // Already attached: no new attach.
+        assert_eq!(call.attach("d0".into()).unwrap(), d0);
+        refused(
+            call.attach("d2".into()),
+            &[
+                "attached 2 loop device(s) already",
+                "max_attaches_per_call = 2",
+            ],
+        );
+        let mut next_call = dir.images(limits);
+        next_call.attach("d2".into()).unwrap();
+        refused(
+            next_call.attach("d3".into()),
+            &["3 loop devices are attached", "max_attached = 3"],
+        );
+        // A detach makes room.
+        next_call.detach("d0".into()).unwrap();
+        next_call.attach("d3".into()).unwrap();
+        for n in 1..4 {
+            next_call.detach(format!("d{n}")).unwrap();
         }
     }
 }

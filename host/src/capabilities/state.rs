@@ -14,7 +14,8 @@ pub struct StateCapability {
 }
 
 impl StateCapability {
-    /// Only linked when the grant has `[state]`; `quota` is its quota.
+    /// Only linked when the grant has `[state]`; `quota` is its quota in
+    /// bytes of disk use.
     pub fn new(dir: PathBuf, quota: u64) -> Self {
         StateCapability {
             dir,
@@ -34,10 +35,15 @@ impl StateCapability {
     }
 }
 
+/// A write the store refused for space — over the quota, or one that would
+/// take the filesystem below its reserve — is `quota-exceeded`: either way
+/// the plugin cannot store more, and the message says which.
 fn to_wit(e: StateError) -> WitError {
     match e {
         StateError::InvalidKey(_) => WitError::InvalidKey(e.to_string()),
-        StateError::Quota { .. } => WitError::QuotaExceeded(e.to_string()),
+        StateError::Quota { .. } | StateError::LowSpace(_) => {
+            WitError::QuotaExceeded(e.to_string())
+        }
         StateError::Io { .. } | StateError::Damaged(_) => WitError::Io(e.to_string()),
     }
 }

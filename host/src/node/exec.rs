@@ -977,4 +977,3 @@ mod tests {
         assert_eq!(command_line("x", &[""]), "x \"\"");
     }
 }
-

@@ -159,13 +159,15 @@ fn ioctl_ptr<T>(
 
 // ---- dev_t encodings ----
 
-/// The kernel's `new_encode_dev`/`huge_encode_dev`, used for `lo_device`.
+/// The kernel's `new_encode_dev`/`huge_encode_dev`, used for `lo_device`
+/// (the tests check [`kernel_decode_dev`] against it).
+#[cfg(test)]
 pub(crate) fn kernel_encode_dev(major: u32, minor: u32) -> u64 {
     let (major, minor) = (u64::from(major), u64::from(minor));
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }
 
-/// Inverse of [`kernel_encode_dev`].
+/// The kernel's `huge_decode_dev` of `lo_device`: (major, minor).
 pub(crate) fn kernel_decode_dev(dev: u64) -> (u32, u32) {
     let major = ((dev & 0xfff00) >> 8) as u32;
     let minor = ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32;
@@ -371,7 +373,18 @@ pub fn find_by_file(file_dev: u64, file_ino: u64) -> Result<Option<PathBuf>> {
 /// Every loop device backed by that inode, lowest number first (a file can
 /// be attached more than once).
 pub fn find_all_by_file(file_dev: u64, file_ino: u64) -> Result<Vec<PathBuf>> {
-    let want_dev = kernel_encode_dev(libc::major(file_dev), libc::minor(file_dev));
+    let (major, minor) = (libc::major(file_dev), libc::minor(file_dev));
+    Ok(attached()?
+        .into_iter()
+        .filter(|(_, s)| {
+            (s.backing_major, s.backing_minor, s.backing_inode) == (major, minor, file_ino)
+        })
+        .map(|(path, _)| path)
+        .collect())
+}
+
+/// Every attached loop device and its status, lowest number first.
+pub fn attached() -> Result<Vec<(PathBuf, LoopStatus)>> {
     let mut found = Vec::new();
     for n in loop_numbers()? {
         // Only bound devices have a `loop` directory: skip the rest unopened.
@@ -386,8 +399,8 @@ pub fn find_all_by_file(file_dev: u64, file_ino: u64) -> Result<Vec<PathBuf>> {
             Err(e) => return Err(NodeError::io(format!("opening {}", path.display()), e)),
         };
         match get_status(dev.as_fd()) {
-            Ok(info) if info.lo_inode == file_ino && info.lo_device == want_dev => found.push(path),
-            Ok(_) | Err(Errno::ENXIO) => {}
+            Ok(info) => found.push((path, to_status(&info))),
+            Err(Errno::ENXIO) => {}
             Err(errno) => {
                 return Err(NodeError::Loop {
                     op: "LOOP_GET_STATUS64",
