@@ -1150,7 +1150,10 @@ fn answer_leaks_secret() {
     install(
         &sb,
         d,
-        &format!("[config]\ntoken = {{ value = \"{token}\", secret = true }}\n"),
+        &format!(
+            "[config]\ntoken = {{ value = \"{token}\", secret = true }}\n\
+             [loop]\nimage_dir = \"images\"\n"
+        ),
     );
     let hidden = |text: &str| {
         let f = folded(text);
@@ -1201,8 +1204,25 @@ fn answer_leaks_secret() {
             );
         }
     }
+    // An image named after the token: refused before any file exists.
+    let a = sb.call(
+        d,
+        &[
+            "waitforattach",
+            "",
+            &kubelet_options(Op::WaitForAttach, &v, None),
+        ],
+    );
+    assert_refused(&a, d, &["image name holds a secret"]);
+    assert!(hidden(&a.stdout), "{}", a.stdout);
+    let images = sb.driver_state_dir(d).join("images");
+    assert!(
+        !images.exists() || visible_files(&images).is_empty(),
+        "{:?}",
+        visible_files(&images)
+    );
     let lines = sb.raw_log_lines(d);
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 10);
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let mut strings = Vec::new();
@@ -1529,7 +1549,10 @@ fn state_disk_fill() {
     mount_tmpfs(&sb.state_dir, "size=96m");
     let a = sb.call(
         driver,
-        &["getvolumename", &options_json(&[("bytes", "1048576")])],
+        &[
+            "getvolumename",
+            &volume_name_options(&[("bytes", "1048576")]),
+        ],
     );
     assert_refused(
         &a,
@@ -1557,7 +1580,10 @@ fn state_disk_fill() {
     // Inodes: 1000 of them keep 50 free.
     nix::mount::umount(&sb.state_dir).unwrap();
     mount_tmpfs(&sb.state_dir, "size=96m,nr_inodes=1000");
-    let a = sb.call(driver, &["getvolumename", &options_json(&[("bytes", "0")])]);
+    let a = sb.call(
+        driver,
+        &["getvolumename", &volume_name_options(&[("bytes", "0")])],
+    );
     assert_refused(
         &a,
         driver,
@@ -1593,7 +1619,7 @@ fn loop_image_flood() {
     let sb = Sandbox::new();
     let driver = "loop_image_flood";
     let create = |count: &str, size: u64| {
-        options_json(&[
+        volume_name_options(&[
             ("op", "create"),
             ("count", count),
             ("size", &size.to_string()),
@@ -1610,6 +1636,23 @@ fn loop_image_flood() {
     );
     let images = sb.driver_state_dir(driver).join("images");
     assert_eq!(visible_files(&images).len(), 64);
+    // The operator's own number holds too.
+    let few = "loop_image_flood_few";
+    sb.install_with_grant(
+        few,
+        &hostile_wasm(driver),
+        "[loop]\nimage_dir = \"images\"\nmax_images = 3\n",
+    );
+    let a = sb.call(few, &["getvolumename", &create("10", 1 << 20)]);
+    assert_refused(
+        &a,
+        few,
+        &["created 3 images", "holds 3 images", "max_images = 3"],
+    );
+    assert_eq!(
+        visible_files(&sb.driver_state_dir(few).join("images")).len(),
+        3
+    );
 
     if !privileged("loop_image_flood (total size, sparse overcommit)") {
         return;
@@ -1646,7 +1689,7 @@ fn loop_image_flood() {
             "above its reserve of 102.4 MiB",
         ],
     );
-    let grow = |size: u64| options_json(&[("op", "grow"), ("size", &size.to_string())]);
+    let grow = |size: u64| volume_name_options(&[("op", "grow"), ("size", &size.to_string())]);
     let a = sb.call(over, &["getvolumename", &grow(700 << 20)]);
     assert_refused(
         &a,
@@ -1687,7 +1730,11 @@ fn loop_device_flood() {
             driver,
             &[
                 "attach",
-                &options_json(&[("count", count), ("kubernetes.io/pvOrVolumeName", volume)]),
+                &kubelet_options(
+                    Op::Attach,
+                    &VolumeSpec::new(volume, "", &[("count", count)]),
+                    None,
+                ),
                 "node-1",
             ],
         )
@@ -1730,4 +1777,13 @@ fn loop_device_flood() {
         "left attached: {:?}",
         loop_devices_under(&root)
     );
+}
+
+/// What kubelet sends to `getvolumename` for a PV `pv-disk` with `options`.
+fn volume_name_options(options: &[(&str, &str)]) -> String {
+    kubelet_options(
+        Op::GetVolumeName,
+        &VolumeSpec::new("pv-disk", "", options),
+        None,
+    )
 }

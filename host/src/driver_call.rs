@@ -284,7 +284,7 @@ fn run_call(
         deadline,
     )
     .map_err(refused)?;
-    let mut plugin = Plugin::load(layout, &grant, &limits, deadline)?;
+    let mut plugin = Plugin::load(layout, &grant, &limits, deadline, &secrets)?;
     report.loaded_from = Some(plugin.loaded_from);
     let ctx = CallContext {
         layout,

@@ -366,6 +366,7 @@ impl Plugin {
         grant: &Grant,
         limits: &Limits,
         deadline: Instant,
+        secrets: &crate::secrets::SecretSet,
     ) -> Result<Self, RuntimeError> {
         let t = Instant::now();
         let id = precompiled::identify(layout)?;
@@ -430,7 +431,11 @@ impl Plugin {
             },
             log: PluginLog::new(limits.output_bytes),
             state: StateCapability::new(layout.kv_dir(), grant.state_quota.unwrap_or(0)),
-            loops: LoopImages::new(grant.loop_image_dir.clone().unwrap_or_default()),
+            loops: LoopImages::with_limits(
+                grant.loop_image_dir.clone().unwrap_or_default(),
+                grant.loop_limits,
+            )
+            .with_secrets(secrets.clone()),
             config: ConfigView::new(grant.config.clone().unwrap_or_default()),
             http_ctx,
             http: EgressHooks(Egress::new(

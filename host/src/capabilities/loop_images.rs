@@ -24,6 +24,7 @@ use crate::node::loopdev;
 use crate::policy::LoopLimits;
 use crate::runtime::PluginHost;
 use crate::runtime::bindings::flexwasm::driver::loop_::{self as wit, LoopError};
+use crate::secrets::SecretSet;
 use crate::state::space::{FsSpace, MIN_RESERVE_BYTES, RESERVE_PERCENT, human_bytes};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
@@ -44,6 +45,10 @@ pub struct LoopImages {
     dir: Option<Dir>,
     /// Loop devices this call has attached.
     attached_by_call: u64,
+    /// The call's secrets: never part of an image name, which the kernel
+    /// shows every user as the loop device's backing file
+    /// (`/sys/block/loopN/loop/backing_file`, `losetup -a`).
+    secrets: SecretSet,
 }
 
 /// This driver's images, as found under the image dir's lock.
@@ -94,7 +99,27 @@ impl LoopImages {
             limits,
             dir: None,
             attached_by_call: 0,
+            secrets: SecretSet::new(),
         }
+    }
+
+    /// Refuse image names that hold one of `secrets`.
+    pub fn with_secrets(mut self, secrets: SecretSet) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// [`check_name`], and no secret in the name.
+    fn check(&self, name: &str) -> Result<(), LoopError> {
+        check_name(name)?;
+        if self.secrets.found_in(name) {
+            return Err(LoopError::InvalidName(
+                "image name holds a secret (a [config] secret or one kubelet passed): \
+                 every user of the node can read an attached image's name"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn dir_path(&self) -> &Path {
@@ -129,7 +154,7 @@ impl LoopImages {
 
     /// Open an existing image read-write; `None` if absent.
     fn open(&mut self, name: &str) -> Result<Option<File>, LoopError> {
-        check_name(name)?;
+        self.check(name)?;
         let dir = self.dir()?;
         match dir.open_with(name, OpenOptions::new().read(true).write(true)) {
             Ok(f) => {
@@ -275,7 +300,7 @@ impl LoopImages {
 
 impl wit::Host for LoopImages {
     fn create_image(&mut self, name: String, size_bytes: u64) -> Result<u64, LoopError> {
-        check_name(&name)?;
+        self.check(&name)?;
         if size_bytes == 0 || size_bytes > MAX_IMAGE_BYTES {
             return Err(failed(format!(
                 "image size {size_bytes} is out of range (1 byte to 16 TiB)"

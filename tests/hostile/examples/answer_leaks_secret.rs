@@ -4,15 +4,17 @@
 //! (which kubelet writes into the Node object's status), and `isattached`
 //! fails with it in the message, disguised as the volume's `disguise`
 //! option says (`upper`, `spaced`, `split`, `padded`, `base64`, `bytes`).
-//! Device and volume name must be refused outright, the message scrubbed,
-//! and the token must appear nowhere: not on stdout, not in the call log.
+//! `waitforattach` names a loop image after it (every user of the node can
+//! read an attached image's name in sysfs). Device, volume name and image
+//! name must be refused outright, the message scrubbed, and the token must
+//! appear nowhere: not on stdout, not in the call log.
 
 // A component only (see the crate docs): empty when `cargo test --workspace`
 // builds the examples for the host.
 #![cfg(target_arch = "wasm32")]
 
 use flexwasm_sdk::prelude::*;
-use flexwasm_sdk::{config, log};
+use flexwasm_sdk::{config, log, loop_images};
 
 #[derive(Default)]
 struct AnswerLeaksSecret;
@@ -71,6 +73,13 @@ impl Driver for AnswerLeaksSecret {
 
     fn attach(&self, _options: &Options, _node: &str) -> Result<String> {
         Ok(format!("/dev/{}", token()?))
+    }
+
+    fn wait_for_attach(&self, _device: &str, _options: &Options) -> Result<DeviceLocator> {
+        let image = format!("{}.img", token()?);
+        loop_images::create_image(&image, 1 << 20)?;
+        let device = loop_images::attach(&image)?;
+        Ok(DeviceLocator::Path(device))
     }
 
     fn is_attached(&self, options: &Options, _node: &str) -> Result<bool> {
