@@ -46,7 +46,7 @@ deadline_seconds = 60
 wait_for_attach_deadline_seconds = 90
 
 [state]
-quota_kib = 256
+quota_kib = 2048
 
 [devices]
 claim = ["loop-backing-dir:{images}"]

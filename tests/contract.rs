@@ -734,7 +734,8 @@ fn config_files_must_be_root_only_regular_files() {
             d,
             &hostile_wasm(d),
             &format!(
-                "[config]\ntoken = {{ file = \"{}\", secret = true }}\n",
+                "[config]\ntoken = {{ file = \"{}\", secret = true }}\n\
+                 [loop]\nimage_dir = \"images\"\n",
                 path.display()
             ),
         );
