@@ -69,7 +69,7 @@
 //! - **No memory between calls.** Every call is a fresh instance; remember
 //!   things with [`state`]. `detach`, `unmount-device` and `unmount` get no
 //!   options, so record at `attach` / `mount-device` / `mount` time what they
-//!   will need.
+//!   will need; [`mounts`] does it for the unmounts, keyed by the directory.
 //! - **Idempotent and concurrent.** kubelet repeats calls, and calls for
 //!   different volumes run at the same time.
 //!
@@ -175,6 +175,8 @@ pub mod http;
 mod imports;
 pub mod log;
 pub mod loop_images;
+#[cfg(feature = "json")]
+pub mod mounts;
 mod options;
 mod plans;
 mod size;
