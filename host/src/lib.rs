@@ -21,6 +21,7 @@ pub mod options;
 pub mod policy;
 pub mod precompiled;
 pub mod runtime;
+pub mod scaffold;
 pub mod secrets;
 pub mod state;
 pub mod supervisor;

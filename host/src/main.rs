@@ -273,6 +273,20 @@ enum Command {
         #[arg(long)]
         host_binary: Option<PathBuf>,
     },
+    /// Start a plugin crate for driver VENDOR/NAME: Cargo.toml, a small
+    /// node-only driver with native tests, policy.toml, README.md.
+    New {
+        /// Driver name as used in a PV's `flexVolume.driver`: VENDOR/NAME.
+        driver: String,
+        /// Where to create the crate (default: ./NAME); must be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The flexwasm checkout (or its sdk/) to depend on. Default: the
+        /// checkout around the new crate or the current dir, else the one
+        /// this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn admin_main() -> i32 {
@@ -343,6 +357,12 @@ fn run_admin(cli: Cli) -> anyhow::Result<i32> {
                     "  policy: none (baseline only: no state, loop, devices, formats or mounts)"
                 ),
             }
+            Ok(0)
+        }
+        Command::New { driver, dir, sdk } => {
+            let driver = DriverName::parse(&driver)?;
+            let made = flexwasm::scaffold::scaffold(&driver, dir.as_deref(), sdk.as_deref())?;
+            print!("{}", made.summary());
             Ok(0)
         }
     }

@@ -36,7 +36,8 @@
 
 use std::fmt;
 
-use crate::bindings::flexwasm::driver::config as host;
+use crate::bindings::flexwasm::driver::config::ConfigValue;
+use crate::imports::config as host;
 use crate::{Error, Result};
 
 /// A configured value, typed as the operator wrote it. A `file = …` entry
@@ -47,6 +48,55 @@ pub enum Value {
     Integer(i64),
     Boolean(bool),
     List(Vec<String>),
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Value::Text(text)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(number: i64) -> Self {
+        Value::Integer(number)
+    }
+}
+
+/// Integer literals (`8443`) are `i32` unless told otherwise.
+impl From<i32> for Value {
+    fn from(number: i32) -> Self {
+        Value::Integer(number.into())
+    }
+}
+
+impl From<bool> for Value {
+    fn from(flag: bool) -> Self {
+        Value::Boolean(flag)
+    }
+}
+
+impl From<Vec<String>> for Value {
+    fn from(items: Vec<String>) -> Self {
+        Value::List(items)
+    }
+}
+
+impl From<Vec<&str>> for Value {
+    fn from(items: Vec<&str>) -> Self {
+        Value::List(items.into_iter().map(str::to_owned).collect())
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Value {
+    fn from(items: [&str; N]) -> Self {
+        Value::List(items.into_iter().map(str::to_owned).collect())
+    }
 }
 
 /// One configured entry.
@@ -118,10 +168,10 @@ pub fn entry(key: &str) -> Result<Option<Entry>> {
     let entry = host::get(key).map_err(Error::Failure)?;
     Ok(entry.map(|e| Entry {
         value: match e.value {
-            host::ConfigValue::Text(t) => Value::Text(t),
-            host::ConfigValue::Integer(i) => Value::Integer(i),
-            host::ConfigValue::Boolean(b) => Value::Boolean(b),
-            host::ConfigValue::TextList(l) => Value::List(l),
+            ConfigValue::Text(t) => Value::Text(t),
+            ConfigValue::Integer(i) => Value::Integer(i),
+            ConfigValue::Boolean(b) => Value::Boolean(b),
+            ConfigValue::TextList(l) => Value::List(l),
         },
         secret: e.secret,
     }))

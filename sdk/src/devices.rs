@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::DeviceLocator;
-use crate::bindings::flexwasm::driver::devices as host;
+use crate::imports::devices as host;
 
 #[doc(inline)]
 pub use crate::bindings::flexwasm::driver::devices::BlockDevice;

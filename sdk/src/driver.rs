@@ -89,7 +89,9 @@ pub trait Driver {
     }
 
     /// `unmount`, after the host has unmounted `pod_volume_dir`: for the
-    /// driver's own bookkeeping.
+    /// driver's own bookkeeping. kubelet passes nothing but the directory:
+    /// what it takes to clean up must have been recorded at
+    /// [`mount`](Driver::mount) ([`mounts`](crate::mounts) keeps such records).
     fn unmount(&self, pod_volume_dir: &str) -> Result<()> {
         let _ = pod_volume_dir;
         Err(Error::NotSupported)

@@ -69,9 +69,41 @@
 //! - **No memory between calls.** Every call is a fresh instance; remember
 //!   things with [`state`]. `detach`, `unmount-device` and `unmount` get no
 //!   options, so record at `attach` / `mount-device` / `mount` time what they
-//!   will need.
+//!   will need; [`mounts`] does it for the unmounts, keyed by the directory.
 //! - **Idempotent and concurrent.** kubelet repeats calls, and calls for
 //!   different volumes run at the same time.
+//!
+//! # Testing a driver natively
+//!
+//! Built for anything but wasm32, the host functions are in-memory
+//! stand-ins, one per thread ([`testing`], native builds only): a plain
+//! `cargo test` calls the driver's methods directly, and a test seeds what
+//! the host would provide and looks at what the driver did.
+//!
+//! ```
+//! # use flexwasm_sdk::prelude::*;
+//! # use flexwasm_sdk::{loop_images, testing};
+//! # #[derive(Default)] struct MyDriver;
+//! # impl Driver for MyDriver {
+//! #     fn attach(&self, o: &Options, _: &str) -> Result<String> {
+//! #         let image = format!("{}.img", o.volume_name);
+//! #         loop_images::create_image(&image, 1 << 30)?;
+//! #         Ok(loop_images::attach(&image)?)
+//! #     }
+//! # }
+//! // #[test]
+//! // fn attach_creates_and_attaches_the_image() {
+//!     testing::set_config("defaultFSType", "xfs"); // the operator's [config]
+//!     let options = Options { volume_name: "pv-1".into(), ..Options::default() };
+//!     assert_eq!(MyDriver.attach(&options, "node-1")?, "/dev/loop0");
+//!     assert_eq!(testing::loop_images()["pv-1.img"].size_bytes, 1 << 30);
+//! // }
+//! # Ok::<(), flexwasm_sdk::Error>(())
+//! ```
+//!
+//! The stand-ins keep the host's rules and messages where a driver can get
+//! them wrong (state keys and quota, loop image names and limits); what
+//! they leave out is listed in [`testing`].
 //!
 //! # Host functions and grants
 //!
@@ -140,12 +172,17 @@ pub mod devices;
 mod driver;
 mod error;
 pub mod http;
+mod imports;
 pub mod log;
 pub mod loop_images;
+#[cfg(feature = "json")]
+pub mod mounts;
 mod options;
 mod plans;
 mod size;
 pub mod state;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 #[doc(hidden)]
 pub use driver::Adapter;

@@ -5,7 +5,8 @@
 //!
 //! Using this module makes the plugin import `flexwasm:driver/log`.
 
-use crate::bindings::flexwasm::driver::log::{Level, log};
+use crate::bindings::flexwasm::driver::log::Level;
+use crate::imports::log::log;
 
 /// Logs `message` at debug level.
 pub fn debug(message: impl AsRef<str>) {

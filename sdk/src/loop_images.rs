@@ -6,9 +6,9 @@
 //!
 //! Using this module makes the plugin import `flexwasm:driver/loop`.
 
-use crate::bindings::flexwasm::driver::loop_ as host;
 use crate::bindings::flexwasm::driver::loop_::LoopError;
 use crate::error::describe_loop_error;
+use crate::imports::loop_ as host;
 use crate::{Error, Result};
 
 /// Creates a sparse image of `size_bytes` unless it exists (an existing image

@@ -6,9 +6,9 @@
 //!
 //! Using this module makes the plugin import `flexwasm:driver/state`.
 
-use crate::bindings::flexwasm::driver::state as store;
 use crate::bindings::flexwasm::driver::state::StateError;
 use crate::error::describe_state_error;
+use crate::imports::state as store;
 use crate::{Error, Result};
 
 /// The value stored under `key`, if any.

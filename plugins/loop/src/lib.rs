@@ -305,4 +305,44 @@ mod tests {
         assert_eq!(plan.mkfs_options, ["-m", "0", "-E", "nodiscard"]);
         assert_eq!(plan.mount_options, ["noatime", "discard"]);
     }
+
+    // Natively, the SDK's host functions are in-memory stand-ins
+    // (flexwasm_sdk::testing): the whole attach/detach cycle runs here.
+    #[test]
+    fn attach_records_the_image_and_detach_releases_only_the_device() {
+        use flexwasm_sdk::testing;
+        let options = options(&[("size", "2Gi")]);
+        let device = LoopDriver.attach(&options, "node-1").unwrap();
+        assert_eq!(device, "/dev/loop0");
+        assert_eq!(
+            state::get_string("volume/pv1").unwrap().as_deref(),
+            Some("pv1.img")
+        );
+        assert_eq!(testing::loop_images()["pv1.img"].size_bytes, 2 << 30);
+        assert!(LoopDriver.is_attached(&options, "node-1").unwrap());
+        assert!(testing::logged(
+            "image pv1.img (2147483648 bytes) at /dev/loop0"
+        ));
+        // kubelet repeats calls: the same device, the image untouched.
+        testing::new_call();
+        assert_eq!(LoopDriver.attach(&options, "node-1").unwrap(), device);
+
+        LoopDriver.detach("pv1", "node-1").unwrap();
+        assert!(!LoopDriver.is_attached(&options, "node-1").unwrap());
+        assert!(testing::state_entries().is_empty());
+        assert_eq!(testing::loop_images()["pv1.img"].device, None);
+        LoopDriver.detach("pv1", "node-1").unwrap();
+        assert!(testing::logged(
+            "no record of volume \"pv1\" being attached"
+        ));
+    }
+
+    #[test]
+    fn a_full_state_store_fails_attach_before_a_device_is_attached() {
+        use flexwasm_sdk::testing;
+        testing::set_state_quota_kib(4);
+        let error = LoopDriver.attach(&options(&[]), "node-1").unwrap_err();
+        assert!(error.to_string().contains("quota exceeded"), "{error}");
+        assert!(testing::loop_images().is_empty());
+    }
 }

@@ -42,9 +42,10 @@
 //!   deadline: set a timeout below the deadline to get a clear message
 //!   instead of the call being cut short.
 //!
-//! Only a plugin (a `wasm32-wasip2` component) can send requests; built for
-//! any other target, [`Request::send`] fails with "http is only available
-//! inside a plugin".
+//! Only a plugin (a `wasm32-wasip2` component) reaches the network. Built
+//! for any other target, [`Request::send`] hands the request to the handler
+//! a test set with `testing::http_handler`, and without one fails with
+//! "http is only available inside a plugin".
 //!
 //! Sending a request makes the plugin import `wasi:http/outgoing-handler`
 //! and `wasi:http/types`.
@@ -179,6 +180,11 @@ impl Request {
         &self.url
     }
 
+    /// The body, if one was set.
+    pub fn body_bytes(&self) -> Option<&[u8]> {
+        self.body.as_deref()
+    }
+
     /// The value of header `name` (case-insensitive), if set.
     pub fn header_value(&self, name: &str) -> Option<&str> {
         self.headers
@@ -266,13 +272,10 @@ fn send(request: Request, url: &Url) -> Result<Response> {
     transport::send(request, url)
 }
 
+/// Natively, the test's handler answers (`crate::testing::http_handler`).
 #[cfg(not(target_arch = "wasm32"))]
 fn send(request: Request, url: &Url) -> Result<Response> {
-    Err(Error::Failure(format!(
-        "http is only available inside a plugin (a wasm32-wasip2 component): {} {} was not sent",
-        request.method,
-        url.display()
-    )))
+    crate::testing::stand_ins::http::send(request, url.display())
 }
 
 // Written by hand so that credentials never reach a log line.
@@ -608,7 +611,7 @@ mod tests {
 
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
-    fn native_builds_cannot_send() {
+    fn native_builds_cannot_send_without_a_test_handler() {
         let error = Request::get("http://h/x").send().unwrap_err().to_string();
         assert!(
             error.starts_with("http is only available inside a plugin"),
