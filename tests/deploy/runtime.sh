@@ -52,8 +52,9 @@ for _ in $(seq 100); do
 done
 
 if "${ctr[@]}" images import "$archive" >"$dir/import.log" 2>&1; then ok; else fail "ctr images import: $(cat "$dir/import.log")"; fi
+images=$("${ctr[@]}" images ls -q)
 for ref in dev "$version"; do
-  if "${ctr[@]}" images ls -q | grep -qx "docker.io/library/flexwasm:$ref"; then ok; else fail "ctr import names docker.io/library/flexwasm:$ref"; fi
+  if grep -qx "docker.io/library/flexwasm:$ref" <<<"$images"; then ok; else fail "ctr import names docker.io/library/flexwasm:$ref: $images"; fi
 done
 
 image=docker.io/library/flexwasm:dev
