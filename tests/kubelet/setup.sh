@@ -26,10 +26,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 H=${FLEXWASM_KUBELET_HARNESS_DIR:-$repo/target/kubelet-harness}
-ORIG=kubernetes_1.20.5+really1.20.2.orig.tar.gz
-# The upstream GitHub archive of v1.20.2 including vendor/ (Debian bookworm's
-# `kubernetes` 1.20.5+really1.20.2-1.1+deb12u1 ships it unmodified).
-ORIG_SHA256=b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc
+# K8S_ORIG, K8S_ORIG_SHA256, k8s_source_fetch, k8s_source_extract
+. "$here/k8s-source.sh"
 GOROOT_BIN=/usr/lib/go-1.19/bin
 TEST_FILE=realdriver_harness_test.go
 
@@ -72,41 +70,13 @@ fi
 step "packages"
 
 # --- 2. the Kubernetes v1.20.2 source: Debian's `kubernetes` source package,
-# fetched with private apt lists (deb-src entries derived from the machine's
-# own deb entries, so no host is named here), verified by SHA-256.
-src=$H/apt/src/$ORIG
-if ! echo "$ORIG_SHA256  $src" | sha256sum -c --status - 2>/dev/null; then
-  rm -f "$src"
-  mkdir -p "$H/apt/lists/partial" "$H/apt/cache/archives/partial" "$H/apt/src" "$H/apt/sourceparts"
-  rm -f "$H/apt/sourceparts/"*
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$H/apt/sourceparts/debian.sources"
-  elif [ -f /etc/apt/sources.list ]; then
-    sed -n 's/^deb /deb-src /p' /etc/apt/sources.list >"$H/apt/sourceparts/debian.list"
-  else
-    echo "kubelet harness setup: no Debian apt sources to derive a deb-src list from" >&2
-    exit 1
-  fi
-  APT=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$H/apt/sourceparts"
-       -o "Dir::State::Lists=$H/apt/lists" -o "Dir::Cache=$H/apt/cache"
-       -o "APT::Sandbox::User=root")
-  apt-get "${APT[@]}" update -qq
-  (cd "$H/apt/src" && apt-get "${APT[@]}" source --download-only -qq kubernetes)
-  if ! echo "$ORIG_SHA256  $src" | sha256sum -c --status -; then
-    echo "kubelet harness setup: $src is missing or its SHA-256 is not $ORIG_SHA256" >&2
-    exit 1
-  fi
-fi
+# fetched with private apt lists, verified by SHA-256 (k8s-source.sh).
+src=$H/apt/src/$K8S_ORIG
+k8s_source_fetch "$H/apt" || { echo "kubelet harness setup: no verified source tarball" >&2; exit 1; }
 step "source tarball (sha256 ok)"
 
-# --- 3. extract once (a stamp names the verified tarball), and expose the
-# tree as $GOPATH/src/k8s.io/kubernetes.
-if [ "$(cat "$H/k8s/.flexwasm-extracted" 2>/dev/null)" != "$ORIG_SHA256" ]; then
-  rm -rf "$H/k8s"
-  mkdir -p "$H/k8s"
-  tar -xzf "$src" -C "$H/k8s" --strip-components=1
-  echo "$ORIG_SHA256" >"$H/k8s/.flexwasm-extracted"
-fi
+# --- 3. extract once, and expose the tree as $GOPATH/src/k8s.io/kubernetes.
+k8s_source_extract "$src" "$H/k8s"
 mkdir -p "$H/gopath/src/k8s.io"
 ln -sfn "$H/k8s" "$H/gopath/src/k8s.io/kubernetes"
 step "extract"
