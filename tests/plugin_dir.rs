@@ -1,13 +1,17 @@
-//! `flexwasm plugin-dir`, run as the operator runs it, against fake node
-//! trees (`--root`).
+//! `flexwasm plugin-dir` and `flexwasm install` without `--plugin-dir`,
+//! run as the operator runs them, against fake node trees (`--root`).
 //! The rules themselves are tested one by one in `host/src/plugin_dir/tests.rs`.
 
 mod support;
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use support::*;
+
+/// The smallest valid component: no imports, no exports. Enough for
+/// `install` (it compiles the plugin and lists its imports).
+const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
 /// A fake node: `/proc/PID/cmdline`s and files under a temp dir.
 struct Node {
@@ -189,6 +193,64 @@ fn plugin_dir_exits_quietly_when_its_reader_is_gone() {
     assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
 }
 
+fn install(node: &Node, extra: &[&str]) -> (Output, PathBuf) {
+    let wasm = node.root().join("empty.wasm");
+    std::fs::write(&wasm, EMPTY_COMPONENT).unwrap();
+    let out = node
+        .flexwasm()
+        .arg("install")
+        .arg("--root")
+        .arg(node.root())
+        .args(["--driver", "acme/empty", "--plugin"])
+        .arg(&wasm)
+        .args(extra)
+        .output()
+        .expect("run flexwasm install");
+    (out, node.root().to_path_buf())
+}
+
+#[test]
+fn install_without_plugin_dir_installs_where_kubelet_looks() {
+    let node = Node::new();
+    node.process(
+        812,
+        &[
+            "kubelet",
+            "--volume-plugin-dir=/var/lib/kubelet/volumeplugins",
+        ],
+    );
+    let (out, root) = install(&node, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let exe = root.join("var/lib/kubelet/volumeplugins/acme~empty/empty");
+    assert!(exe.is_file(), "{}: {out:?}", exe.display());
+    assert!(
+        stdout(&out)
+            .contains("plugin dir: /var/lib/kubelet/volumeplugins (rule 3, kubelet-cmdline"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn install_plugin_dir_is_under_root_and_a_disagreeing_kubelet_is_warned() {
+    let node = Node::new();
+    node.process(
+        812,
+        &[
+            "kubelet",
+            "--volume-plugin-dir=/var/lib/kubelet/volumeplugins",
+        ],
+    );
+    let (out, root) = install(&node, &["--plugin-dir", "/opt/flex"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(root.join("opt/flex/acme~empty/empty").is_file(), "{out:?}");
+    assert!(
+        stderr(&out).contains("WARNING: kubelet pid 812"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Rule 7 with a really read-only `/usr`: a read-only bind mount in a
 /// private mount namespace, seen through statvfs by the real binary.
 #[test]
@@ -230,6 +292,13 @@ fn read_only_usr_falls_back_to_var_lib_kubelet_volumeplugins() {
         ] {
             assert!(warning.contains(flag), "{flag}: {warning}");
         }
+        let (out, root) = install(&node, &[]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            root.join("var/lib/kubelet/volumeplugins/acme~empty/empty")
+                .is_file()
+        );
+        assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
     })
     .join()
     .expect("read-only /usr test");

@@ -258,9 +258,15 @@ enum Command {
     /// Install a driver: stage `.VENDOR~NAME/` (this binary, the plugin, its
     /// precompiled code) in the plugin dir, then rename it into place.
     Install {
-        /// kubelet's --volume-plugin-dir, e.g. /usr/libexec/kubernetes/kubelet-plugins/volume/exec
+        /// kubelet's --volume-plugin-dir, e.g. /usr/libexec/kubernetes/kubelet-plugins/volume/exec.
+        /// Default: detected as `flexwasm plugin-dir` does.
         #[arg(long)]
-        plugin_dir: PathBuf,
+        plugin_dir: Option<PathBuf>,
+        /// The node's `/` (e.g. /host in a DaemonSet): detection reads files
+        /// and /proc under it, and the plugin dir (given or detected, as the
+        /// node sees it) is written under it.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
         /// Driver name as used in a PV's `flexVolume.driver`: VENDOR/NAME.
         #[arg(long)]
         driver: String,
@@ -350,12 +356,31 @@ fn run_admin(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Install {
             plugin_dir,
+            root,
             driver,
             plugin,
             policy,
             host_binary,
         } => {
             let driver = DriverName::parse(&driver)?;
+            let given = plugin_dir.is_some();
+            let detection = Detector {
+                plugin_dir_flag: plugin_dir,
+                ..Detector::new(&root).with_process_env()
+            }
+            .detect();
+            for w in &detection.warnings {
+                write_stderr(&format!("WARNING: {w}\n"));
+            }
+            let plugin_dir = detection.path_under(&root);
+            if !given {
+                println!(
+                    "plugin dir: {} (rule {}, {}; `flexwasm plugin-dir --explain` says why)",
+                    detection.plugin_dir.display(),
+                    detection.rule.number(),
+                    detection.rule.as_str()
+                );
+            }
             let installed = flexwasm::install::install(&flexwasm::install::InstallRequest {
                 plugin_dir,
                 driver: driver.clone(),
