@@ -18,6 +18,7 @@ pub mod layout;
 pub mod memory;
 pub mod node;
 pub mod options;
+pub mod plugin_dir;
 pub mod policy;
 pub mod precompiled;
 pub mod runtime;

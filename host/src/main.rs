@@ -3,9 +3,11 @@
 //! Run as `<plugin-dir>/<vendor>~<driver>/<driver> <op> …` it is a
 //! FlexVolume driver: it answers kubelet with exactly one JSON object on
 //! stdout and nothing else on stdout or stderr. Run as `flexwasm …` it is
-//! the operator's tool (`install`).
+//! the operator's tool (`install`, `inspect`, `plugin-dir`).
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +17,7 @@ use flexwasm::contract::{DriverStatus, Status};
 use flexwasm::driver_call;
 use flexwasm::layout::{DriverLayout, DriverName};
 use flexwasm::options::RawOptions;
+use flexwasm::plugin_dir::Detector;
 use flexwasm::secrets::SecretSet;
 use flexwasm::supervisor::{self, Supervisor};
 
@@ -255,9 +258,15 @@ enum Command {
     /// Install a driver: stage `.VENDOR~NAME/` (this binary, the plugin, its
     /// precompiled code) in the plugin dir, then rename it into place.
     Install {
-        /// kubelet's --volume-plugin-dir, e.g. /usr/libexec/kubernetes/kubelet-plugins/volume/exec
+        /// kubelet's --volume-plugin-dir, e.g. /usr/libexec/kubernetes/kubelet-plugins/volume/exec.
+        /// Default: detected as `flexwasm plugin-dir` does.
         #[arg(long)]
-        plugin_dir: PathBuf,
+        plugin_dir: Option<PathBuf>,
+        /// The node's `/` (e.g. /host in a DaemonSet): detection reads files
+        /// and /proc under it, and the plugin dir (given or detected, as the
+        /// node sees it) is written under it.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
         /// Driver name as used in a PV's `flexVolume.driver`: VENDOR/NAME.
         #[arg(long)]
         driver: String,
@@ -286,6 +295,21 @@ enum Command {
         /// this binary was built from.
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+    /// Print the FlexVolume plugin dir of this node: from
+    /// $FLEXVOLUME_DIR_PATH, the running kubelet (flags, k3s/rke2
+    /// kubelet-arg, config file), kube-controller-manager, platform
+    /// defaults, or kubelet's default. Warnings go to stderr.
+    PluginDir {
+        /// Treat DIR as `/` for every file and for /proc.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// Say which rule decided and what every rule found.
+        #[arg(long)]
+        explain: bool,
+        /// Print the stable JSON report (schema flexwasm.plugin-dir/v1).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -320,14 +344,57 @@ fn run_admin(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(if report.ok { 0 } else { INSPECT_DENIED })
         }
+        Command::PluginDir {
+            root,
+            explain,
+            json,
+        } => {
+            let detection = Detector::new(&root).with_process_env().detect();
+            if json {
+                let text = serde_json::to_string_pretty(&detection.to_json())?;
+                write_stdout(format!("{text}\n").as_bytes())?;
+            } else {
+                let mut out = detection.plugin_dir.as_os_str().as_bytes().to_vec();
+                out.push(b'\n');
+                if explain {
+                    for line in &detection.explain {
+                        out.extend_from_slice(format!("  {line}\n").as_bytes());
+                    }
+                }
+                write_stdout(&out)?;
+                for w in &detection.warnings {
+                    write_stderr(&format!("WARNING: {w}\n"));
+                }
+            }
+            Ok(0)
+        }
         Command::Install {
             plugin_dir,
+            root,
             driver,
             plugin,
             policy,
             host_binary,
         } => {
             let driver = DriverName::parse(&driver)?;
+            let given = plugin_dir.is_some();
+            let detection = Detector {
+                plugin_dir_flag: plugin_dir,
+                ..Detector::new(&root).with_process_env()
+            }
+            .detect();
+            for w in &detection.warnings {
+                write_stderr(&format!("WARNING: {w}\n"));
+            }
+            let plugin_dir = detection.path_under(&root);
+            if !given {
+                println!(
+                    "plugin dir: {} (rule {}, {}; `flexwasm plugin-dir --explain` says why)",
+                    detection.plugin_dir.display(),
+                    detection.rule.number(),
+                    detection.rule.as_str()
+                );
+            }
             let installed = flexwasm::install::install(&flexwasm::install::InstallRequest {
                 plugin_dir,
                 driver: driver.clone(),
@@ -366,4 +433,19 @@ fn run_admin(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Write to stdout; a reader that went away (`flexwasm plugin-dir | head
+/// -c1`) is not an error: the answer was not wanted any more.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// Write to stderr, ignoring failure (there is nowhere left to report it).
+fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
