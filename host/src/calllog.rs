@@ -16,7 +16,7 @@ use crate::secrets::SecretSet;
 
 /// Rotate when the log grows past this; keep `.1` … `.3`.
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
-const KEEP: u32 = 3;
+pub const KEEP: u32 = 3;
 /// How long a call waits for another call's hold on the log.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);

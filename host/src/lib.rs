@@ -5,16 +5,20 @@
 //! ([`runtime`]) → typed plan → host validation ([`driver_call`]) → node
 //! operation ([`node`]) → status JSON ([`contract::DriverStatus`]).
 
+pub mod admin;
 pub mod calllog;
 pub mod capabilities;
 pub mod contract;
 pub mod device_claim;
 pub mod device_mounts;
+pub mod doctor;
 pub mod driver_call;
 pub mod inspect;
 pub mod install;
+pub mod kubelet_options;
 pub mod kubelet_paths;
 pub mod layout;
+pub mod logview;
 pub mod memory;
 pub mod node;
 pub mod options;
