@@ -96,16 +96,20 @@ fn install_is_strict_dry_runs_and_is_idempotent() {
     let dir = sb.plugin_dir.join("acme~tmpfs");
     let args = install_args(&sb, "acme/tmpfs", &wasm);
 
-    // No policy: the baseline does not grant mounts; nothing is installed.
+    // A plugin importing the state store, without a policy: the baseline
+    // does not grant it; nothing is installed.
+    let state = install_args(&sb, "acme/state", &hostile_wasm("state_disk_fill"));
     failed(
-        &run(&sb, &args),
+        &run(&sb, &state),
         &[
             "does not grant",
-            "flexwasm:driver/mount",
+            "flexwasm:driver/state",
             "--allow-ungranted",
         ],
     );
-    assert!(!dir.exists());
+    assert!(!sb.plugin_dir.join("acme~state").exists());
+    let out = ok(&run(&sb, &with(state, &["--allow-ungranted"])));
+    assert!(out.contains("WARNING: the grant does not allow"), "{out}");
 
     let policy = tmpfs_policy(&sb);
     let p = policy.display().to_string();
