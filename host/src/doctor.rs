@@ -2,7 +2,8 @@
 //! sound? Every finding says what was checked, what was found and, when
 //! something is wrong, what to do.
 //!
-//! Node: the plugin dir exists and root can write it; the node tools the
+//! Node: the plugin dir exists and root can write it; the running kubelet
+//! and kube-controller-manager use it (and agree); the node tools the
 //! host runs are on `PATH`; loop devices work (`/dev/loop-control`).
 //! Per driver (each `<vendor>~<name>/` in the plugin dir): its executable
 //! is this flexwasm build (a stale copy keeps old behaviour and old
@@ -141,6 +142,31 @@ pub fn run(plugin_dir: &Path, this_exe: &Path) -> Report {
             format!("{} does not exist", plugin_dir.display()),
             "install a driver there (flexwasm install creates it), or pass the dir kubelet \
              uses with --plugin-dir"
+                .into(),
+        );
+    }
+    // Does this dir agree with what kubelet and kube-controller-manager
+    // use (and with each other)?
+    let detection = crate::plugin_dir::Detector {
+        plugin_dir_flag: Some(plugin_dir.to_path_buf()),
+        ..crate::plugin_dir::Detector::new("/").with_process_env()
+    }
+    .detect();
+    if detection.warnings.is_empty() {
+        f.ok(
+            node,
+            "agreement",
+            "no running kubelet or controller-manager uses another plugin dir".into(),
+        );
+    }
+    for w in detection.warnings {
+        f.bad(
+            node,
+            "agreement",
+            Level::Warn,
+            w,
+            "`flexwasm plugin-dir --explain` shows what each uses; point kubelet's \
+             --volume-plugin-dir and the controller-manager's --flex-volume-plugin-dir at one dir"
                 .into(),
         );
     }

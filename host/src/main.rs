@@ -387,11 +387,6 @@ enum Command {
     Daemon {
         #[command(flatten)]
         install: InstallArgs,
-        /// NAME=FILE: copy FILE to <state dir>/config/NAME (0600, root only)
-        /// for the policy's `[config] NAME = { file = "…", secret = true }`.
-        /// Repeatable.
-        #[arg(long, value_name = "NAME=FILE")]
-        config_file: Vec<String>,
         /// On SIGTERM, leave the driver installed.
         #[arg(long)]
         keep_installed: bool,
@@ -450,6 +445,11 @@ const DEFAULT_PLUGIN_DIR: &str = "/usr/libexec/kubernetes/kubelet-plugins/volume
 
 #[derive(clap::Args)]
 struct InstallArgs {
+    /// KEY=FILE: write FILE's bytes (0600, root only, dirs 0700) where the
+    /// policy's `[config] KEY = { file = "…" }` names, under --root, before
+    /// the driver goes into place. The value is never printed. Repeatable.
+    #[arg(long, value_name = "KEY=FILE")]
+    config_file: Vec<String>,
     /// kubelet's --volume-plugin-dir, e.g. /usr/libexec/kubernetes/kubelet-plugins/volume/exec.
     /// Default: detected as `flexwasm plugin-dir` does.
     #[arg(long)]
@@ -670,9 +670,8 @@ fn run_admin(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Daemon {
             install,
-            config_file,
             keep_installed,
-        } => daemon_command(install, config_file, keep_installed),
+        } => daemon_command(install, keep_installed),
         Command::Call {
             plugin_dir,
             plugin,
@@ -759,6 +758,8 @@ fn run_admin(cli: Cli) -> anyhow::Result<i32> {
 fn install_command(a: InstallArgs, mode: flexwasm::install::Mode) -> anyhow::Result<i32> {
     use flexwasm::install::{Outcome, PolicySource};
     let driver = DriverName::parse(&a.driver)?;
+    // Config first: the driver never runs without the files its policy names.
+    write_config_files(&a)?;
     let req = flexwasm::install::InstallRequest {
         plugin_dir: plugin_dir_of(a.plugin_dir, &a.root, true).1,
         driver: driver.clone(),
@@ -891,12 +892,7 @@ fn rooted(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-fn daemon_command(
-    mut a: InstallArgs,
-    config_files: Vec<String>,
-    keep_installed: bool,
-) -> anyhow::Result<i32> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+fn daemon_command(mut a: InstallArgs, keep_installed: bool) -> anyhow::Result<i32> {
     flexwasm::admin::catch_stop_signals();
     let root = a.root.clone();
     let driver = DriverName::parse(&a.driver)?;
@@ -910,64 +906,9 @@ fn daemon_command(
     layout.state_dir = rooted(&root, &host_layout.state_dir);
     layout.log_file = rooted(&root, &host_layout.log_file);
 
-    // Config files first: the policy names each by its host path
-    // (`[config] KEY = { file = "/etc/flexwasm/…/KEY", secret = true }`).
-    let mut written = Vec::new();
-    if !config_files.is_empty() {
-        let policy = a
-            .policy
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("--config-file needs --policy (it names each file)"))?;
-        let text = std::fs::read_to_string(policy)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", policy.display()))?;
-        let grant = flexwasm::policy::Grant::parse(
-            &flexwasm::policy::fill_auto_pin(&text, &"0".repeat(64)),
-            policy,
-            &host_layout.state_dir,
-        )?;
-        let config = grant.config.unwrap_or_default();
-        for item in &config_files {
-            let (key, src) = item
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("--config-file {item:?}: use KEY=FILE"))?;
-            let Some(flexwasm::policy::ConfigValue {
-                source: flexwasm::policy::ConfigSource::File(path),
-                ..
-            }) = config.get(key)
-            else {
-                anyhow::bail!(
-                    "--config-file {key}: the policy has no [config] {key} = {{ file = \"…\" }} \
-                     naming where it goes"
-                );
-            };
-            let bytes = std::fs::read(src).map_err(|e| anyhow::anyhow!("reading {src}: {e}"))?;
-            let target = rooted(&root, path);
-            if !a.dry_run {
-                if let Some(dir) = target.parent() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(dir)?;
-                }
-                flexwasm::precompiled::write_atomic(&target, &bytes, 0o600)?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
-                written.push(target);
-            }
-            // The value never reaches the pod log: only where it went.
-            println!(
-                "config {key}: {} bytes {} {} (0600)",
-                bytes.len(),
-                if a.dry_run {
-                    "would be written to"
-                } else {
-                    "written to"
-                },
-                path.display()
-            );
-        }
-    }
     // The installed driver finds its state and log at its defaults on the
     // host; only this process looks at them under `root`.
+    let written = config_targets(&a)?;
     let code = install_command(a, flexwasm::install::Mode::Install)?;
     if code != 0 {
         return Ok(code);
@@ -1071,4 +1012,93 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 /// Write to stderr, ignoring failure (there is nowhere left to report it).
 fn write_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Write the `--config-file` values where the policy names them (under
+/// `--root`); the files written (or, dry, to be written).
+fn write_config_files(a: &InstallArgs) -> anyhow::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // Config files first: the policy names each by its host path
+    // (`[config] KEY = { file = "/etc/flexwasm/…/KEY", secret = true }`).
+    let mut written = Vec::new();
+    if !a.config_file.is_empty() {
+        let policy = a
+            .policy
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--config-file needs --policy (it names each file)"))?;
+        let text = std::fs::read_to_string(policy)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", policy.display()))?;
+        let grant = flexwasm::policy::Grant::parse(
+            &flexwasm::policy::fill_auto_pin(&text, &"0".repeat(64)),
+            policy,
+            Path::new(flexwasm::layout::DEFAULT_STATE_ROOT),
+        )?;
+        let config = grant.config.unwrap_or_default();
+        for item in &a.config_file {
+            let (key, src) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--config-file {item:?}: use KEY=FILE"))?;
+            let Some(flexwasm::policy::ConfigValue {
+                source: flexwasm::policy::ConfigSource::File(path),
+                ..
+            }) = config.get(key)
+            else {
+                anyhow::bail!(
+                    "--config-file {key}: the policy has no [config] {key} = {{ file = \"…\" }} \
+                     naming where it goes"
+                );
+            };
+            let bytes = std::fs::read(src).map_err(|e| anyhow::anyhow!("reading {src}: {e}"))?;
+            let target = rooted(&a.root, path);
+            if !a.dry_run {
+                if let Some(dir) = target.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)?;
+                }
+                flexwasm::precompiled::write_atomic(&target, &bytes, 0o600)?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+            }
+            written.push(target);
+            // The value never reaches the pod log: only where it went.
+            println!(
+                "config {key}: {} bytes {} {} (0600)",
+                bytes.len(),
+                if a.dry_run {
+                    "would be written to"
+                } else {
+                    "written to"
+                },
+                path.display()
+            );
+        }
+    }
+    Ok(written)
+}
+
+/// Where `--config-file` values go, without writing them.
+fn config_targets(a: &InstallArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let policy = match &a.policy {
+        Some(p) if !a.config_file.is_empty() => p,
+        _ => return Ok(Vec::new()),
+    };
+    let text = std::fs::read_to_string(policy)?;
+    let grant = flexwasm::policy::Grant::parse(
+        &flexwasm::policy::fill_auto_pin(&text, &"0".repeat(64)),
+        policy,
+        Path::new(flexwasm::layout::DEFAULT_STATE_ROOT),
+    )?;
+    let config = grant.config.unwrap_or_default();
+    Ok(a.config_file
+        .iter()
+        .filter_map(|item| item.split_once('=').map(|(k, _)| k))
+        .filter_map(|key| match config.get(key) {
+            Some(flexwasm::policy::ConfigValue {
+                source: flexwasm::policy::ConfigSource::File(path),
+                ..
+            }) => Some(rooted(&a.root, path)),
+            _ => None,
+        })
+        .collect())
 }
