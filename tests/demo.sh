@@ -41,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/flexwasm install --plugin-dir "$plugin_dir" --driver flexwasm/loop \
+"${CARGO_TARGET_DIR:-target}/release/flexwasm" install --plugin-dir "$plugin_dir" --driver flexwasm/loop \
   --plugin target/guests/wasm32-wasip2/release/flexwasm_plugin_loop.wasm --policy plugins/loop/policy.toml
 
 # The options JSON kubelet sends (keys sorted): every op that takes options

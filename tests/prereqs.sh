@@ -16,6 +16,9 @@ need mkfs.ext4 e2fsprogs
 need resize2fs e2fsprogs
 need mkfs.xfs xfsprogs
 need xfs_growfs xfsprogs
+need mkfs.btrfs btrfs-progs
+need btrfs btrfs-progs
+need setsid util-linux
 need blkid util-linux
 need unshare util-linux
 need losetup mount

@@ -30,4 +30,5 @@ pub mod scaffold;
 pub mod secrets;
 pub mod state;
 pub mod supervisor;
+pub mod test_skip;
 pub mod trust;

@@ -414,7 +414,10 @@ fn btrfs_format_and_grow_if_tools_present() {
         return;
     }
     if !have("mkfs.btrfs") || !have("btrfs") {
-        eprintln!("skipping btrfs_format_and_grow_if_tools_present: btrfs-progs not installed");
+        crate::test_skip::skip(
+            "btrfs_format_and_grow_if_tools_present",
+            "btrfs-progs not installed (bash tests/prereqs.sh --install)",
+        );
         return;
     }
     let tmp = TempDir::new("btrfs");
@@ -857,7 +860,10 @@ fn mkfs_xfs_failure_keeps_the_cause_not_the_usage_text() {
         return;
     }
     if !have("mkfs.xfs") {
-        eprintln!("skipping: xfsprogs not installed");
+        crate::test_skip::skip(
+            "mkfs_xfs_failure_keeps_the_cause_not_the_usage_text",
+            "xfsprogs not installed (bash tests/prereqs.sh --install)",
+        );
         return;
     }
     let tmp = TempDir::new("xfs-small");

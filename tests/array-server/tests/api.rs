@@ -33,7 +33,17 @@ fn privileged(test: &str) -> bool {
         std::env::var_os("CI").is_none(),
         "{test} needs root (loop devices) and CI is set"
     );
-    eprintln!("skipping the privileged part of {test}: not root");
+    // As flexwasm::test_skip::skip (this crate does not depend on the
+    // host): named in tests/test.sh's summary.
+    eprintln!("SKIPPED the privileged part of {test}: not root");
+    if let Some(path) = std::env::var_os("FLEXWASM_SKIP_LOG") {
+        use std::io::Write;
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{test} (privileged part): needs root"));
+    }
     false
 }
 
