@@ -473,12 +473,15 @@ if [ "$install_via" = daemonset ]; then
   [ -f "$deploy_yaml" ] && [ ${#deploy_images[@]} -gt 0 ] ||
     { echo "cluster test: FLEXWASM_CLUSTER_INSTALL=daemonset needs $deploy_yaml and $deploy_image_dir/*.tar" >&2; exit 1; }
   cm_plugins=$kubelet_plugins
+  # The DaemonSet mounts the host's / with HostToContainer propagation,
+  # which needs / to be a shared mount (systemd's default; deploy/README.md).
+  # Shared within this private namespace only: the host's mounts are not
+  # peers of these copies.
+  mount --make-rshared /
 fi
 LOOP_DRIVER=acme/loop
 TMPFS_DRIVER=acme/tmpfs
-# The path deploy/loop.yaml's hostPath names (kubelet's default plugin dir);
-# replaced by this run's plugin dir.
-DEFAULT_PLUGIN_DIR=/usr/libexec/kubernetes/kubelet-plugins/volume/exec
+deploy_dir=$(dirname "$deploy_yaml")
 
 host_install() { # host_install NAME DIR...
   local name=$1 dir
@@ -496,16 +499,32 @@ install_drivers() {
     for img in "${deploy_images[@]}"; do
       ctr_ images import "$img" >>"$logs/images.log" 2>&1 || { fail "ctr images import $img" "see $logs/images.log"; return 1; }
     done
-    sed "s|$DEFAULT_PLUGIN_DIR|$kubelet_plugins|g" "$deploy_yaml" >"$work/deploy-loop.yaml"
-    grep -qF "$kubelet_plugins" "$work/deploy-loop.yaml" ||
-      { fail "deploy/loop.yaml mounts $DEFAULT_PLUGIN_DIR (the path this test replaces)"; return 1; }
-    k apply -f "$work/deploy-loop.yaml" >>"$logs/install.log" 2>&1 || { fail "kubectl apply -f deploy/loop.yaml" "see $logs/install.log"; return 1; }
-    k rollout status -f "$work/deploy-loop.yaml" --timeout=180s >>"$logs/install.log" 2>&1 ||
+    # deploy/loop.yaml as shipped, plus one change: this run's kubelet and
+    # controller-manager keep flexwasm's state and logs in the temp dir
+    # (FLEXWASM_STATE_DIR/_LOG_DIR in their environment), so the installer
+    # is told the same (it reads them under --root=/host). The plugin dir is
+    # not given: the installer finds it on kubelet's command line.
+    python3 - "$deploy_yaml" "$FLEXWASM_STATE_DIR" "$FLEXWASM_LOG_DIR" >"$work/deploy-loop.yaml" <<'PY' ||
+import sys
+text = open(sys.argv[1]).read()
+marker = "          args:\n"
+assert text.count(marker) == 1, "deploy/loop.yaml: one container with args"
+env = ("          env:\n"
+       f"            - {{name: FLEXWASM_STATE_DIR, value: \"{sys.argv[2]}\"}}\n"
+       f"            - {{name: FLEXWASM_LOG_DIR, value: \"{sys.argv[3]}\"}}\n")
+sys.stdout.write(text.replace(marker, env + marker))
+PY
+      { fail "deploy/loop.yaml has one container with args"; return 1; }
+    k apply -f "$deploy_dir/namespace.yaml" -f "$work/deploy-loop.yaml" >>"$logs/install.log" 2>&1 ||
+      { fail "kubectl apply -f deploy/namespace.yaml -f deploy/loop.yaml" "see $logs/install.log"; return 1; }
+    k -n flexwasm-system rollout status daemonset/flexwasm-loop --timeout=180s >>"$logs/install.log" 2>&1 ||
       { fail "the deploy/loop.yaml DaemonSet rolls out" "see $logs/install.log"; return 1; }
-    wait_for 60 compgen -G "$kubelet_plugins/*~loop/loop" || { fail "the DaemonSet installs <vendor>~loop/loop into the plugin dir"; return 1; }
+    wait_for 60 compgen -G "$kubelet_plugins/*~loop/loop" ||
+      { fail "the DaemonSet installs <vendor>~loop/loop into kubelet's plugin dir" "$(k -n flexwasm-system logs ds/flexwasm-loop 2>&1 | tail -5)"; return 1; }
     d=$(cd "$kubelet_plugins" && compgen -G "*~loop" | head -1)
     LOOP_DRIVER=${d%~loop}/loop
-    pass "${deploy_yaml#"$repo"/} DaemonSet rolled out and installed $d (kubectl apply)"
+    pass "${deploy_yaml#"$repo"/} DaemonSet rolled out and installed $d into kubelet's --volume-plugin-dir, found on its command line (kubectl apply)"
+
     host_install tmpfs "${dirs[@]}" || return 1
   else
     host_install loop "${dirs[@]}" || return 1
@@ -858,6 +877,31 @@ if loop_cycle 1 WROTE; then
   loop_cycle 2 FOUND || true
 fi
 tmpfs_cycle || true
+
+# Uninstall through the DaemonSet: deleting it stops the installer (SIGTERM),
+# which removes the driver (nothing of it is attached or mounted now).
+uninstall_daemonset() {
+  local s
+  s=$(ms)
+  say "uninstall: kubectl delete the DaemonSet"
+  k delete -f "$work/deploy-loop.yaml" --wait=false >>"$logs/install.log" 2>&1 ||
+    { fail "kubectl delete -f deploy/loop.yaml" "see $logs/install.log"; return 1; }
+  # The container's log as kubelet writes it (CRI format), read until the
+  # installer's last line, before kubelet removes it with the pod.
+  installer_log() { cat /var/log/pods/flexwasm-system_flexwasm-loop-*/driver/*.log 2>/dev/null; }
+  wait_for 60 eval 'installer_log | grep -q "stopping;"'
+  installer_log >"$logs/daemonset.log"
+  wait_for 60 eval '! compgen -G "$kubelet_plugins/$(vendor_dir "$LOOP_DRIVER")" >/dev/null' ||
+    { fail "deleting the DaemonSet uninstalls $LOOP_DRIVER from the plugin dir" "see $logs/daemonset.log"; return 1; }
+  pass "deleting the DaemonSet uninstalled $LOOP_DRIVER: $(vendor_dir "$LOOP_DRIVER")/ is gone from kubelet's plugin dir"
+  check "the installer's log: it followed the call log, then 'stopping; uninstalled $LOOP_DRIVER' on SIGTERM" \
+    eval 'grep -q "detach *Success" "$logs/daemonset.log" && grep -q "stopping; uninstalled $LOOP_DRIVER" "$logs/daemonset.log"'
+  check "the installer's log holds no policy or config content" eval '! grep -q "plugin_sha256\|quota_kib" "$logs/daemonset.log"'
+  wait_for 60 eval '[ -z "$(k -n flexwasm-system get pods -o name)" ]' ||
+    fail "the DaemonSet's pods are gone" "$(k -n flexwasm-system get pods 2>&1)"
+  timing "uninstall via the DaemonSet" $(($(ms) - s))
+}
+[ "$install_via" = daemonset ] && { uninstall_daemonset || true; }
 
 # flexwasm's own call logs: every call, by op and status.
 if compgen -G "$FLEXWASM_LOG_DIR/*.log" >/dev/null; then
