@@ -157,6 +157,8 @@ for name in plugins:
     pod = ds["spec"]["template"]["spec"]
     what = f"deploy/{f}: DaemonSet"
     check(pod.get("hostPID") is True, f"{what}: hostPID: true (kubelet's command line)")
+    check(pod.get("hostNetwork") is True,
+          f"{what}: hostNetwork: true (runs before the node's CNI is up; needs no pod network)")
     check(pod.get("serviceAccountName") == "flexwasm" and pod.get("automountServiceAccountToken") is False,
           f"{what}: service account flexwasm, no API token mounted")
     tol = pod.get("tolerations", [])
