@@ -6,6 +6,7 @@
 //! operation ([`node`]) → status JSON ([`contract::DriverStatus`]).
 
 pub mod admin;
+pub mod bindings;
 pub mod calllog;
 pub mod capabilities;
 pub mod contract;

@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::bindings::flexwasm::driver::devices::{self as wit, BlockDevice as WitDevice};
+use crate::bindings::wit::DeviceLocator;
+use crate::capabilities::loop_images::LoopImages;
 use crate::node::blockdev::{self, BlockDevice};
-use crate::runtime::PluginHost;
-use crate::runtime::bindings::flexwasm::driver::devices::{self as wit, BlockDevice as WitDevice};
-use crate::runtime::wit::DeviceLocator;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 
 /// How often `wait-for` looks again.
 const POLL: Duration = Duration::from_millis(100);
@@ -111,7 +111,19 @@ pub fn wait_for(
     }
 }
 
-impl wit::Host for PluginHost {
+/// What the interface acts on: the call's loop images (a `loop-image`
+/// locator names one of them) and the call's deadline.
+pub struct DevicesView<'a> {
+    pub loops: &'a mut LoopImages,
+    pub deadline: Instant,
+}
+
+struct HasDevices;
+impl HasData for HasDevices {
+    type Data<'a> = DevicesView<'a>;
+}
+
+impl wit::Host for DevicesView<'_> {
     fn list_devices(&mut self) -> Vec<WitDevice> {
         blockdev::list()
             .map(|v| v.into_iter().map(to_wit).collect())
@@ -143,8 +155,13 @@ impl wit::Host for PluginHost {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<PluginHost, HasSelf<PluginHost>>(linker, |h| h)
+/// Link `flexwasm:driver/devices`; `view` gives the store's loop images
+/// and deadline.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> DevicesView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasDevices>(linker, view)
 }
 
 #[cfg(test)]
