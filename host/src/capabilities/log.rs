@@ -1,8 +1,15 @@
 //! `flexwasm:driver/log`: plugin log lines go to the call log, bounded.
 
 use crate::bindings::flexwasm::driver::log::{self as wit, Level};
-use crate::calllog::PluginLogLine;
+use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
+
+/// One line a plugin logged, as the call log shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginLogLine {
+    pub level: &'static str,
+    pub message: String,
+}
 
 /// Lines a plugin logged during this call; at most `cap` bytes are kept
 /// (each line also costs a fixed overhead, so a flood of empty lines is
