@@ -106,7 +106,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::device_claim::ClaimPattern;
-use crate::runtime::Limits;
 
 pub const POLICY_FILE: &str = "policy.toml";
 /// kubelet kills `waitforattach` after 10 minutes; stay well below.
@@ -414,6 +413,30 @@ impl Default for GrantLimits {
             memory_bytes: 64 << 20,
             output_bytes: 64 << 10,
             host_memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Limits of one call. Defaults are deliberately small.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget of the guest for this call.
+    pub deadline: Duration,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// How much of the guest's stdout, stderr and log is kept (each).
+    pub output_bytes: usize,
+    /// What the plugin may make the host hold for it (see [`crate::memory`]).
+    pub host_memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_secs(30),
+            memory_bytes: 64 * 1024 * 1024,
+            output_bytes: 64 * 1024,
+            host_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }

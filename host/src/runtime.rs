@@ -31,35 +31,11 @@ use crate::capabilities::{
 };
 use crate::layout::DriverLayout;
 use crate::policy::HttpGrant;
-use crate::policy::{Grant, describe_import};
+use crate::policy::{Grant, Limits, describe_import};
 use crate::precompiled::{self, LoadedFrom};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use crate::bindings::{DriverExports, PluginWorld, wit};
-
-/// Limits of one call. Defaults are deliberately small.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Wall-clock budget of the guest for this call.
-    pub deadline: Duration,
-    /// Cap on the guest's linear memory, in bytes.
-    pub memory_bytes: usize,
-    /// How much of the guest's stdout, stderr and log is kept (each).
-    pub output_bytes: usize,
-    /// What the plugin may make the host hold for it (see [`crate::memory`]).
-    pub host_memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(30),
-            memory_bytes: 64 * 1024 * 1024,
-            output_bytes: 64 * 1024,
-            host_memory_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
