@@ -105,7 +105,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::device_claim::ClaimPattern;
+use crate::node::blockdev::normalise_wwn;
 
 pub const POLICY_FILE: &str = "policy.toml";
 /// kubelet kills `waitforattach` after 10 minutes; stay well below.
@@ -248,6 +248,56 @@ impl Default for LoopLimits {
             max_total_bytes: 256 << 30,
             max_attached: 32,
             max_attaches_per_call: 1,
+        }
+    }
+}
+
+/// One `[devices] claim` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPattern {
+    /// A loop device whose backing file lies inside this directory.
+    LoopBackingDir(PathBuf),
+    /// A device with a `/dev/disk/by-id/` link whose name starts with this.
+    ById(String),
+    Serial(String),
+    /// Compared without `naa.` / `0x` and case.
+    Wwn(String),
+}
+
+impl ClaimPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, value) = s
+            .split_once(':')
+            .ok_or_else(|| format!("devices.claim entry '{s}' must look like kind:value"))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("devices.claim entry '{s}' has an empty value"));
+        }
+        match kind {
+            "loop-backing-dir" => {
+                let p = Path::new(value);
+                if !p.is_absolute() || p == Path::new("/") || value.contains("..") {
+                    return Err(format!(
+                        "devices.claim '{s}': the directory must be absolute, not /, without '..'"
+                    ));
+                }
+                Ok(ClaimPattern::LoopBackingDir(p.to_path_buf()))
+            }
+            "by-id" => Ok(ClaimPattern::ById(value.to_string())),
+            "serial" => Ok(ClaimPattern::Serial(value.to_string())),
+            "wwn" => Ok(ClaimPattern::Wwn(normalise_wwn(value))),
+            other => Err(format!(
+                "devices.claim entry '{s}': unknown kind '{other}' (use loop-backing-dir, by-id, serial or wwn)"
+            )),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            ClaimPattern::LoopBackingDir(d) => format!("loop-backing-dir:{}", d.display()),
+            ClaimPattern::ById(p) => format!("by-id:{p}"),
+            ClaimPattern::Serial(p) => format!("serial:{p}"),
+            ClaimPattern::Wwn(p) => format!("wwn:{p}"),
         }
     }
 }
@@ -1249,6 +1299,28 @@ mod tests {
                 e.contains(&format!("loop.{key} = {bad} is out of range")),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn claim_patterns_parse() {
+        assert_eq!(
+            ClaimPattern::parse("loop-backing-dir:/var/lib/array").unwrap(),
+            ClaimPattern::LoopBackingDir("/var/lib/array".into())
+        );
+        assert_eq!(
+            ClaimPattern::parse("wwn:naa.600A").unwrap(),
+            ClaimPattern::Wwn("600a".into())
+        );
+        for bad in [
+            "x",
+            "loop-backing-dir:rel",
+            "loop-backing-dir:/",
+            "by-id:",
+            "nope:x",
+            "loop-backing-dir:/a/../b",
+        ] {
+            assert!(ClaimPattern::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::bindings::flexwasm::driver::devices::{self as wit, BlockDevice as WitDevice};
 use crate::bindings::wit::DeviceLocator;
 use crate::capabilities::loop_images::LoopImages;
-use crate::node::blockdev::{self, BlockDevice};
+use crate::node::blockdev::{self, BlockDevice, normalise_wwn};
 use wasmtime::component::{HasData, Linker};
 
 /// How often `wait-for` looks again.
@@ -33,14 +33,6 @@ fn to_wit(d: BlockDevice) -> WitDevice {
             .loop_backing_file
             .map(|p| p.to_string_lossy().into_owned()),
     }
-}
-
-/// WWNs are written `naa.600…`, `0x600…` or bare hex; compare them bare.
-pub fn normalise_wwn(w: &str) -> String {
-    let w = w.trim().to_ascii_lowercase();
-    let w = w.strip_prefix("0x").unwrap_or(&w);
-    let w = w.strip_prefix("naa.").unwrap_or(w);
-    w.to_string()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
