@@ -32,25 +32,16 @@ use crate::capabilities::{
 use crate::layout::DriverLayout;
 use crate::policy::HttpGrant;
 use crate::policy::{Grant, Limits, describe_import};
-use crate::precompiled::{self, LoadedFrom};
+use crate::precompiled::{self, LoadError, LoadedFrom};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use crate::bindings::{DriverExports, PluginWorld, wit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("plugin {path} is missing: install the driver with `flexwasm install`")]
-    MissingPlugin { path: PathBuf },
-    #[error("cannot read plugin {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid WebAssembly component: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-    #[error("refusing to run the plugin: {0}")]
-    Untrusted(String),
+    /// plugin.wasm or its precompiled code could not be had or trusted.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("plugin imports {0}, which flexwasm does not provide")]
     UnknownImport(String),
     #[error("plugin imports {0}, which its grant does not allow{hint}", hint = grant_hint(.1))]
