@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod contract;
 pub mod device_claim;
 pub mod device_mounts;
+pub mod digest;
 pub mod doctor;
 pub mod driver_call;
 pub mod inspect;

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::digest::sha256_hex;
 use crate::layout::DriverLayout;
+use crate::trust::only_root_can_change;
 
 const KEY_MAGIC: &str = "flexwasm-precompiled v2";
 
@@ -50,16 +52,6 @@ pub fn engine_key(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut s = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// What identifies one version of a file's content for our purposes.
@@ -155,8 +147,6 @@ impl PrecompiledKey {
         Self::parse(&fs::read_to_string(path).ok()?)
     }
 }
-
-pub use crate::trust::only_root_can_change;
 
 /// Write `bytes` to `path` atomically (temp file in the same dir, fsync,
 /// rename) and return the new file's stamp.
