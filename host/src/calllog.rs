@@ -12,6 +12,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+use crate::capabilities::log::PluginLogLine;
 use crate::secrets::SecretSet;
 
 /// Rotate when the log grows past this; keep `.1` … `.3`.
@@ -20,12 +21,6 @@ pub const KEEP: u32 = 3;
 /// How long a call waits for another call's hold on the log.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginLogLine {
-    pub level: &'static str,
-    pub message: String,
-}
 
 #[derive(Debug, Serialize)]
 pub struct CallRecord<'a> {

@@ -14,63 +14,12 @@
 //!   (`holders/`), none of its partitions mounted, and — for a mount — not
 //!   mounted anywhere but the target itself.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::layout::DriverName;
-use crate::node::{blockdev, mountinfo};
-use crate::policy::Grant;
-
-/// One `[devices] claim` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimPattern {
-    /// A loop device whose backing file lies inside this directory.
-    LoopBackingDir(PathBuf),
-    /// A device with a `/dev/disk/by-id/` link whose name starts with this.
-    ById(String),
-    Serial(String),
-    /// Compared without `naa.` / `0x` and case.
-    Wwn(String),
-}
-
-impl ClaimPattern {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (kind, value) = s
-            .split_once(':')
-            .ok_or_else(|| format!("devices.claim entry '{s}' must look like kind:value"))?;
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(format!("devices.claim entry '{s}' has an empty value"));
-        }
-        match kind {
-            "loop-backing-dir" => {
-                let p = Path::new(value);
-                if !p.is_absolute() || p == Path::new("/") || value.contains("..") {
-                    return Err(format!(
-                        "devices.claim '{s}': the directory must be absolute, not /, without '..'"
-                    ));
-                }
-                Ok(ClaimPattern::LoopBackingDir(p.to_path_buf()))
-            }
-            "by-id" => Ok(ClaimPattern::ById(value.to_string())),
-            "serial" => Ok(ClaimPattern::Serial(value.to_string())),
-            "wwn" => Ok(ClaimPattern::Wwn(
-                crate::capabilities::devices::normalise_wwn(value),
-            )),
-            other => Err(format!(
-                "devices.claim entry '{s}': unknown kind '{other}' (use loop-backing-dir, by-id, serial or wwn)"
-            )),
-        }
-    }
-
-    pub fn render(&self) -> String {
-        match self {
-            ClaimPattern::LoopBackingDir(d) => format!("loop-backing-dir:{}", d.display()),
-            ClaimPattern::ById(p) => format!("by-id:{p}"),
-            ClaimPattern::Serial(p) => format!("serial:{p}"),
-            ClaimPattern::Wwn(p) => format!("wwn:{p}"),
-        }
-    }
-}
+use crate::node::blockdev::{self, normalise_wwn};
+use crate::node::mountinfo;
+use crate::policy::{ClaimPattern, Grant};
 
 fn inside(file: &Path, dir: &Path) -> bool {
     // Both canonical: a symlinked image dir or `..` in a backing path cannot
@@ -102,9 +51,10 @@ fn owned(dev: &blockdev::BlockDevice, grant: &Grant) -> bool {
             .serial
             .as_deref()
             .is_some_and(|s| s.trim().starts_with(prefix.as_str())),
-        ClaimPattern::Wwn(prefix) => dev.wwn.as_deref().is_some_and(|w| {
-            crate::capabilities::devices::normalise_wwn(w).starts_with(prefix.as_str())
-        }),
+        ClaimPattern::Wwn(prefix) => dev
+            .wwn
+            .as_deref()
+            .is_some_and(|w| normalise_wwn(w).starts_with(prefix.as_str())),
     })
 }
 
@@ -208,31 +158,4 @@ pub fn check(dev: &Path, grant: &Grant, mount: Option<MountedOnlyAt<'_>>) -> Res
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claim_patterns_parse() {
-        assert_eq!(
-            ClaimPattern::parse("loop-backing-dir:/var/lib/array").unwrap(),
-            ClaimPattern::LoopBackingDir("/var/lib/array".into())
-        );
-        assert_eq!(
-            ClaimPattern::parse("wwn:naa.600A").unwrap(),
-            ClaimPattern::Wwn("600a".into())
-        );
-        for bad in [
-            "x",
-            "loop-backing-dir:rel",
-            "loop-backing-dir:/",
-            "by-id:",
-            "nope:x",
-            "loop-backing-dir:/a/../b",
-        ] {
-            assert!(ClaimPattern::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

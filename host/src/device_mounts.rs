@@ -31,7 +31,7 @@ pub struct DeviceMount {
 const MAGIC: &str = "flexwasm-device-mount v2";
 
 fn record_path(layout: &DriverLayout, path: &Path) -> PathBuf {
-    let sha = crate::precompiled::sha256_hex(path.as_os_str().as_encoded_bytes());
+    let sha = crate::digest::sha256_hex(path.as_os_str().as_encoded_bytes());
     layout.state_dir.join("host/device-mounts").join(sha)
 }
 

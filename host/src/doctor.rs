@@ -22,9 +22,10 @@ use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::digest::sha256_hex;
 use crate::layout::{DriverLayout, DriverName, PLUGIN_FILE, PRECOMPILED_KEY_FILE};
 use crate::policy::{Grant, POLICY_FILE};
-use crate::precompiled::{FileStamp, PrecompiledKey, sha256_hex};
+use crate::precompiled::{FileStamp, PrecompiledKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -43,8 +43,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::calllog::PluginLogLine;
 use crate::capabilities::http::HttpLogEntry;
+use crate::capabilities::log::PluginLogLine;
 use crate::contract::{ArgvError, Call, CapabilitiesJson, DriverStatus, parse_call};
 use crate::device_claim;
 use crate::device_mounts::{self, DeviceMount};

@@ -41,9 +41,9 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use wasmtime::component::types::ComponentItem;
 
+use crate::digest::sha256_hex;
 use crate::layout::{DriverLayout, PLUGIN_FILE};
 use crate::policy::{Capability, Grant, POLICY_FILE, describe_import, fill_auto_pin};
-use crate::precompiled::sha256_hex;
 use crate::runtime;
 
 pub const SCHEMA: &str = "flexwasm.inspect/v1";

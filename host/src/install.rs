@@ -18,11 +18,12 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::digest::sha256_hex;
 use crate::layout::{
     DriverLayout, DriverName, PLUGIN_FILE, PRECOMPILED_FILE, PRECOMPILED_KEY_FILE,
 };
 use crate::policy::{Grant, POLICY_FILE, fill_auto_pin};
-use crate::precompiled::{self, FileStamp, PrecompiledKey, engine_key, sha256_hex};
+use crate::precompiled::{self, FileStamp, PrecompiledKey, engine_key};
 use crate::runtime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,11 +6,13 @@
 //! operation ([`node`]) → status JSON ([`contract::DriverStatus`]).
 
 pub mod admin;
+pub mod bindings;
 pub mod calllog;
 pub mod capabilities;
 pub mod contract;
 pub mod device_claim;
 pub mod device_mounts;
+pub mod digest;
 pub mod doctor;
 pub mod driver_call;
 pub mod inspect;

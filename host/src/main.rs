@@ -22,9 +22,11 @@ use flexwasm::secrets::SecretSet;
 use flexwasm::supervisor::{self, Supervisor};
 
 /// Every heap byte is counted, so a call can be held to its host memory
-/// budget (see `flexwasm::memory`).
+/// budget (see `flexwasm::memory`); past the last resort, the supervisor
+/// answers kubelet and exits.
 #[global_allocator]
-static ALLOCATOR: flexwasm::memory::CountingAlloc = flexwasm::memory::CountingAlloc;
+static ALLOCATOR: flexwasm::memory::CountingAlloc =
+    flexwasm::memory::CountingAlloc::new(supervisor::out_of_memory);
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();

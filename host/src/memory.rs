@@ -18,7 +18,9 @@
 //! - **Last resort**: an allocation that would go past one and a half
 //!   budgets (plus what was live when the budget was set) fails; instead of
 //!   the default abort, the host answers kubelet `Failure` with a prepared
-//!   message and exits ([`crate::supervisor::out_of_memory`]).
+//!   message and exits: the allocator calls the handler it was made with
+//!   ([`CountingAlloc::new`]; the binary gives it
+//!   `flexwasm::supervisor::out_of_memory`).
 //! - **Node-wide**: before it instantiates a plugin a call reserves its
 //!   worst case (guest cap + host budget) from a pool shared by every call
 //!   on the node ([`reserve_node_share`]); calls that do not fit wait, up
@@ -45,16 +47,26 @@ static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
 
 /// The global allocator of the `flexwasm` binary: the system allocator,
 /// counted.
-pub struct CountingAlloc;
+pub struct CountingAlloc {
+    /// Called, instead of failing the allocation, when one would go past
+    /// the last-resort limit; it must not allocate, and does not return.
+    out_of_memory: fn() -> !,
+}
 
 impl CountingAlloc {
+    /// The counting allocator; `out_of_memory` answers and ends the process
+    /// when the heap would pass its last-resort limit (see the module docs).
+    pub const fn new(out_of_memory: fn() -> !) -> Self {
+        CountingAlloc { out_of_memory }
+    }
+
     #[inline]
-    fn charge(size: usize) -> bool {
+    fn charge(&self, size: usize) -> bool {
         let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
         if live > SOFT_LIMIT.load(Ordering::Relaxed) {
             if live > HARD_LIMIT.load(Ordering::Relaxed) {
                 LIVE.fetch_sub(size, Ordering::Relaxed);
-                crate::supervisor::out_of_memory();
+                (self.out_of_memory)();
             }
             if !OVER_BUDGET.swap(true, Ordering::Relaxed)
                 && let Some(engine) = ENGINE.get()
@@ -72,7 +84,7 @@ impl CountingAlloc {
 // only adds atomic counting around it; a failed allocation is not counted.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::charge(layout.size());
+        self.charge(layout.size());
         // SAFETY: same layout as the caller's, as `GlobalAlloc::alloc` requires.
         let p = unsafe { System.alloc(layout) };
         if p.is_null() {
@@ -82,7 +94,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        Self::charge(layout.size());
+        self.charge(layout.size());
         // SAFETY: as for `alloc`.
         let p = unsafe { System.alloc_zeroed(layout) };
         if p.is_null() {
@@ -100,7 +112,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() {
-            Self::charge(new_size - layout.size());
+            self.charge(new_size - layout.size());
         }
         // SAFETY: `ptr`/`layout` come from this allocator, as the caller
         // guarantees, and `new_size` is the caller's.
@@ -139,7 +151,8 @@ pub fn set_budget(engine: &wasmtime::Engine, bytes: usize) {
 }
 
 /// Before a plugin runs: allocations past `bytes` (plus what is live now)
-/// fail, answered by [`crate::supervisor::out_of_memory`].
+/// fail, answered by the allocator's out-of-memory handler
+/// ([`CountingAlloc::new`]).
 pub fn set_limit(bytes: usize) {
     HARD_LIMIT.store(live().saturating_add(bytes), Ordering::Relaxed);
 }

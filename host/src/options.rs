@@ -144,7 +144,7 @@ impl RawOptions {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let canonical = serde_json::to_string(&kept).unwrap_or_default();
-        crate::precompiled::sha256_hex(canonical.as_bytes())
+        crate::digest::sha256_hex(canonical.as_bytes())
     }
 
     /// The JSON object with every secret value replaced, for logs.

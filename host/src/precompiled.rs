@@ -23,26 +23,35 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::digest::sha256_hex;
 use crate::layout::DriverLayout;
-use crate::runtime::RuntimeError;
+use crate::trust::only_root_can_change;
 
 const KEY_MAGIC: &str = "flexwasm-precompiled v2";
+
+/// Why the plugin's code could not be loaded: plugin.wasm is missing,
+/// unreadable, untrusted or not a component.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {path} is missing: install the driver with `flexwasm install`")]
+    MissingPlugin { path: PathBuf },
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("refusing to run the plugin: {0}")]
+    Untrusted(String),
+}
 
 /// A stable hex digest of what makes precompiled code compatible with `engine`.
 pub fn engine_key(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut s = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// What identifies one version of a file's content for our purposes.
@@ -139,8 +148,6 @@ impl PrecompiledKey {
     }
 }
 
-pub use crate::trust::only_root_can_change;
-
 /// Write `bytes` to `path` atomically (temp file in the same dir, fsync,
 /// rename) and return the new file's stamp.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<FileStamp> {
@@ -177,13 +184,13 @@ pub struct PluginIdentity {
     key: Option<PrecompiledKey>,
 }
 
-fn read_error(path: &Path, source: std::io::Error) -> RuntimeError {
+fn read_error(path: &Path, source: std::io::Error) -> LoadError {
     if source.kind() == std::io::ErrorKind::NotFound {
-        RuntimeError::MissingPlugin {
+        LoadError::MissingPlugin {
             path: path.to_path_buf(),
         }
     } else {
-        RuntimeError::Read {
+        LoadError::Read {
             path: path.to_path_buf(),
             source,
         }
@@ -192,12 +199,12 @@ fn read_error(path: &Path, source: std::io::Error) -> RuntimeError {
 
 /// Identify plugin.wasm, hashing it only when the install-time key does not
 /// vouch for it.
-pub fn identify(layout: &DriverLayout) -> Result<PluginIdentity, RuntimeError> {
+pub fn identify(layout: &DriverLayout) -> Result<PluginIdentity, LoadError> {
     let path = layout.plugin_wasm();
     let meta = fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
     // What runs as the plugin is what its file says: only root may be able
     // to change it (the grant's SHA-256 pin is checked by the caller).
-    crate::trust::check(&path).map_err(|e| RuntimeError::Untrusted(e.to_string()))?;
+    crate::trust::check(&path).map_err(|e| LoadError::Untrusted(e.to_string()))?;
     let stamp = FileStamp::of(&meta);
     let key = PrecompiledKey::read_trusted(&layout.precompiled_key());
     if let Some(k) = &key
@@ -262,10 +269,10 @@ fn try_deserialize(
     unsafe { Component::deserialize_file(engine, path) }.ok()
 }
 
-pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, RuntimeError> {
+pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, LoadError> {
     engine
         .precompile_component(wasm)
-        .map_err(|e| RuntimeError::Invalid {
+        .map_err(|e| LoadError::Invalid {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
         })
@@ -276,7 +283,7 @@ pub fn component(
     engine: &Engine,
     layout: &DriverLayout,
     id: &PluginIdentity,
-) -> Result<(Component, LoadedFrom), RuntimeError> {
+) -> Result<(Component, LoadedFrom), LoadError> {
     if let Some(key) = &id.key
         && let Some(c) = try_deserialize(engine, key, &id.sha256, &layout.precompiled())
     {
@@ -323,7 +330,7 @@ pub fn component(
     // SAFETY: `bytes` was produced by `precompile_component` of this very
     // engine a moment ago, in this process.
     let component =
-        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| RuntimeError::Invalid {
+        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| LoadError::Invalid {
             path: wasm_path.clone(),
             reason: format!("{e:#}"),
         })?;

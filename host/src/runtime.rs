@@ -19,69 +19,29 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::{
+    self,
     config::ConfigView,
+    devices::DevicesView,
     http::{Egress, EgressHooks},
     log::PluginLog,
     loop_images::LoopImages,
     output::CappedOutput,
     state::StateCapability,
+    wasi_io::BoundedIo,
 };
 use crate::layout::DriverLayout;
 use crate::policy::HttpGrant;
-use crate::policy::{Grant, describe_import};
-use crate::precompiled::{self, LoadedFrom};
+use crate::policy::{Grant, Limits, describe_import};
+use crate::precompiled::{self, LoadError, LoadedFrom};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Host-side bindings of the WIT world (`wit/flexwasm.wit`).
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "plugin",
-    });
-}
-
-pub use bindings::Plugin as PluginWorld;
-pub use bindings::exports::flexwasm::driver::driver::Guest as DriverExports;
-pub use bindings::flexwasm::driver::types as wit;
-
-/// Limits of one call. Defaults are deliberately small.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Wall-clock budget of the guest for this call.
-    pub deadline: Duration,
-    /// Cap on the guest's linear memory, in bytes.
-    pub memory_bytes: usize,
-    /// How much of the guest's stdout, stderr and log is kept (each).
-    pub output_bytes: usize,
-    /// What the plugin may make the host hold for it (see [`crate::memory`]).
-    pub host_memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(30),
-            memory_bytes: 64 * 1024 * 1024,
-            output_bytes: 64 * 1024,
-            host_memory_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
+pub use crate::bindings::{DriverExports, PluginWorld, wit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("plugin {path} is missing: install the driver with `flexwasm install`")]
-    MissingPlugin { path: PathBuf },
-    #[error("cannot read plugin {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid WebAssembly component: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-    #[error("refusing to run the plugin: {0}")]
-    Untrusted(String),
+    /// plugin.wasm or its precompiled code could not be had or trusted.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("plugin imports {0}, which flexwasm does not provide")]
     UnknownImport(String),
     #[error("plugin imports {0}, which its grant does not allow{hint}", hint = grant_hint(.1))]
@@ -217,8 +177,17 @@ const MAX_RESOURCES: usize = 4096;
 const MAX_HTTP_FIELDS_BYTES: usize = 64 << 10;
 
 impl PluginHost {
-    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
-        &mut self.table
+    /// What `wasi:io` acts on: the table, bounded by the call's deadline.
+    fn bounded_io(&mut self) -> BoundedIo<'_> {
+        BoundedIo::new(&mut self.table, self.deadline)
+    }
+
+    /// What `flexwasm:driver/devices` acts on.
+    fn devices(&mut self) -> DevicesView<'_> {
+        DevicesView {
+            loops: &mut self.loops,
+            deadline: self.deadline,
+        }
     }
 }
 
@@ -264,8 +233,8 @@ fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), Runtim
         "wasi:io/error" => w::io::error::add_to_linker::<T, HasTable>(l, |t| &mut t.table),
         // Bounded by the call's deadline: a guest waiting here runs no wasm,
         // so epoch interruption alone would not stop it.
-        "wasi:io/poll" => crate::capabilities::wasi_io::add_poll_to_linker(l),
-        "wasi:io/streams" => crate::capabilities::wasi_io::add_streams_to_linker(l),
+        "wasi:io/poll" => capabilities::wasi_io::add_poll_to_linker(l, T::bounded_io),
+        "wasi:io/streams" => capabilities::wasi_io::add_streams_to_linker(l, T::bounded_io),
         "wasi:clocks/wall-clock" => {
             w::clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)
         }
@@ -298,15 +267,13 @@ fn link_import(linker: &mut Linker<PluginHost>, name: &str) -> Result<(), Runtim
             w::cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)
         }
         "flexwasm:driver/types" => Ok(()),
-        "flexwasm:driver/log" => crate::capabilities::log::add_to_linker(l),
-        "flexwasm:driver/state" => crate::capabilities::state::add_to_linker(l),
-        "flexwasm:driver/loop" => crate::capabilities::loop_images::add_to_linker(l),
-        "flexwasm:driver/devices" => crate::capabilities::devices::add_to_linker(l),
-        "flexwasm:driver/config" => crate::capabilities::config::add_to_linker(l),
+        "flexwasm:driver/log" => capabilities::log::add_to_linker(l, |t| &mut t.log),
+        "flexwasm:driver/state" => capabilities::state::add_to_linker(l, |t| &mut t.state),
+        "flexwasm:driver/loop" => capabilities::loop_images::add_to_linker(l, |t| &mut t.loops),
+        "flexwasm:driver/devices" => capabilities::devices::add_to_linker(l, T::devices),
+        "flexwasm:driver/config" => capabilities::config::add_to_linker(l, |t| &mut t.config),
         // One call links both wasi:http interfaces; `link_imports` calls it once.
-        "wasi:http/outgoing-handler" | "wasi:http/types" => {
-            crate::capabilities::http::add_to_linker(l)
-        }
+        "wasi:http/outgoing-handler" | "wasi:http/types" => capabilities::http::add_to_linker(l),
         _ => return Err(RuntimeError::UnknownImport(name.to_string())),
     };
     r.map_err(|e| RuntimeError::Instantiate(format!("linking {name}: {e:#}")))
@@ -501,7 +468,7 @@ impl Plugin {
                 e.downcast_ref::<wasmtime::Trap>(),
                 Some(wasmtime::Trap::Interrupt)
             ) || e
-                .downcast_ref::<crate::capabilities::wasi_io::DeadlineReached>()
+                .downcast_ref::<capabilities::wasi_io::DeadlineReached>()
                 .is_some()
             {
                 RuntimeError::Deadline {

@@ -10,9 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::bindings::flexwasm::driver::config as wit;
 use crate::policy::{ConfigData, ConfigSource, ConfigValue};
-use crate::runtime::PluginHost;
-use crate::runtime::bindings::flexwasm::driver::config as wit;
 use crate::secrets::SecretSet;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -114,6 +113,11 @@ impl wit::Host for ConfigView {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<PluginHost, HasSelf<ConfigView>>(linker, |h| &mut h.config)
+/// Link `flexwasm:driver/config` for a store whose data holds a
+/// [`ConfigView`] where `config` finds it.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    config: fn(&mut T) -> &mut ConfigView,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<ConfigView>>(linker, config)
 }

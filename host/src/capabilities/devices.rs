@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::node::blockdev::{self, BlockDevice};
-use crate::runtime::PluginHost;
-use crate::runtime::bindings::flexwasm::driver::devices::{self as wit, BlockDevice as WitDevice};
-use crate::runtime::wit::DeviceLocator;
-use wasmtime::component::{HasSelf, Linker};
+use crate::bindings::flexwasm::driver::devices::{self as wit, BlockDevice as WitDevice};
+use crate::bindings::wit::DeviceLocator;
+use crate::capabilities::loop_images::LoopImages;
+use crate::node::blockdev::{self, BlockDevice, normalise_wwn};
+use wasmtime::component::{HasData, Linker};
 
 /// How often `wait-for` looks again.
 const POLL: Duration = Duration::from_millis(100);
@@ -33,14 +33,6 @@ fn to_wit(d: BlockDevice) -> WitDevice {
             .loop_backing_file
             .map(|p| p.to_string_lossy().into_owned()),
     }
-}
-
-/// WWNs are written `naa.600…`, `0x600…` or bare hex; compare them bare.
-pub fn normalise_wwn(w: &str) -> String {
-    let w = w.trim().to_ascii_lowercase();
-    let w = w.strip_prefix("0x").unwrap_or(&w);
-    let w = w.strip_prefix("naa.").unwrap_or(w);
-    w.to_string()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -111,7 +103,19 @@ pub fn wait_for(
     }
 }
 
-impl wit::Host for PluginHost {
+/// What the interface acts on: the call's loop images (a `loop-image`
+/// locator names one of them) and the call's deadline.
+pub struct DevicesView<'a> {
+    pub loops: &'a mut LoopImages,
+    pub deadline: Instant,
+}
+
+struct HasDevices;
+impl HasData for HasDevices {
+    type Data<'a> = DevicesView<'a>;
+}
+
+impl wit::Host for DevicesView<'_> {
     fn list_devices(&mut self) -> Vec<WitDevice> {
         blockdev::list()
             .map(|v| v.into_iter().map(to_wit).collect())
@@ -143,8 +147,13 @@ impl wit::Host for PluginHost {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<PluginHost, HasSelf<PluginHost>>(linker, |h| h)
+/// Link `flexwasm:driver/devices`; `view` gives the store's loop images
+/// and deadline.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> DevicesView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasDevices>(linker, view)
 }
 
 #[cfg(test)]

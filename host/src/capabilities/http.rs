@@ -38,10 +38,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::policy::HttpGrant;
-use crate::runtime::PluginHost;
 
 /// One outbound request as the call log shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -713,7 +714,7 @@ impl WasiHttpHooks for EgressHooks {
 
 /// Link `wasi:http/outgoing-handler` and `wasi:http/types` (only ever
 /// called when the grant has `[http]`).
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
 }
 

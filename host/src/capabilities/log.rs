@@ -1,9 +1,15 @@
 //! `flexwasm:driver/log`: plugin log lines go to the call log, bounded.
 
-use crate::calllog::PluginLogLine;
-use crate::runtime::PluginHost;
-use crate::runtime::bindings::flexwasm::driver::log::{self as wit, Level};
+use crate::bindings::flexwasm::driver::log::{self as wit, Level};
+use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
+
+/// One line a plugin logged, as the call log shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginLogLine {
+    pub level: &'static str,
+    pub message: String,
+}
 
 /// Lines a plugin logged during this call; at most `cap` bytes are kept
 /// (each line also costs a fixed overhead, so a flood of empty lines is
@@ -45,6 +51,11 @@ impl wit::Host for PluginLog {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<PluginHost, HasSelf<PluginLog>>(linker, |h| &mut h.log)
+/// Link `flexwasm:driver/log` for a store whose data holds a [`PluginLog`]
+/// where `log` finds it.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    log: fn(&mut T) -> &mut PluginLog,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<PluginLog>>(linker, log)
 }

@@ -20,10 +20,9 @@
 //! own lock, never before), so concurrent calls cannot both take the last
 //! slot.
 
+use crate::bindings::flexwasm::driver::loop_::{self as wit, LoopError};
 use crate::node::loopdev;
 use crate::policy::LoopLimits;
-use crate::runtime::PluginHost;
-use crate::runtime::bindings::flexwasm::driver::loop_::{self as wit, LoopError};
 use crate::secrets::SecretSet;
 use crate::state::space::{FsSpace, MIN_RESERVE_BYTES, RESERVE_PERCENT, human_bytes};
 use cap_std::ambient_authority;
@@ -451,8 +450,13 @@ impl LoopImages {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<PluginHost, HasSelf<LoopImages>>(linker, |h| &mut h.loops)
+/// Link `flexwasm:driver/loop` for a store whose data holds the call's
+/// [`LoopImages`] where `loops` finds them.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    loops: fn(&mut T) -> &mut LoopImages,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<LoopImages>>(linker, loops)
 }
 
 #[cfg(test)]

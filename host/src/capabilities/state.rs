@@ -1,7 +1,6 @@
 //! `flexwasm:driver/state`: the durable key/value store ([`crate::state`]).
 
-use crate::runtime::PluginHost;
-use crate::runtime::bindings::flexwasm::driver::state::{self as wit, StateError as WitError};
+use crate::bindings::flexwasm::driver::state::{self as wit, StateError as WitError};
 use crate::state::{StateError, StateStore};
 use std::path::PathBuf;
 use wasmtime::component::{HasSelf, Linker};
@@ -77,6 +76,11 @@ impl wit::Host for StateCapability {
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<PluginHost, HasSelf<StateCapability>>(linker, |h| &mut h.state)
+/// Link `flexwasm:driver/state` for a store whose data holds a
+/// [`StateCapability`] where `state` finds it.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    state: fn(&mut T) -> &mut StateCapability,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<StateCapability>>(linker, state)
 }

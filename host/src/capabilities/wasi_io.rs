@@ -26,8 +26,6 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::{
     HostInputStream as AsyncInput, HostOutputStream as AsyncOutput,
 };
 
-use crate::runtime::PluginHost;
-
 /// The trap a guest gets when its deadline passes while it waits in the
 /// host.
 #[derive(Debug, Clone, Copy)]
@@ -47,16 +45,16 @@ pub struct BoundedIo<'a> {
     deadline: Instant,
 }
 
+impl<'a> BoundedIo<'a> {
+    /// The store's resource table, bounded by the call's `deadline`.
+    pub fn new(table: &'a mut ResourceTable, deadline: Instant) -> Self {
+        BoundedIo { table, deadline }
+    }
+}
+
 struct HasBoundedIo;
 impl HasData for HasBoundedIo {
     type Data<'a> = BoundedIo<'a>;
-}
-
-fn view(host: &mut PluginHost) -> BoundedIo<'_> {
-    BoundedIo {
-        deadline: host.deadline,
-        table: host.table_mut(),
-    }
 }
 
 impl BoundedIo<'_> {
@@ -222,10 +220,18 @@ impl streams::HostInputStream for BoundedIo<'_> {
     }
 }
 
-pub fn add_poll_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    poll::add_to_linker::<PluginHost, HasBoundedIo>(linker, view)
+/// Link `wasi:io/poll`; `view` gives the store's table and deadline.
+pub fn add_poll_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> BoundedIo<'_>,
+) -> wasmtime::Result<()> {
+    poll::add_to_linker::<T, HasBoundedIo>(linker, view)
 }
 
-pub fn add_streams_to_linker(linker: &mut Linker<PluginHost>) -> wasmtime::Result<()> {
-    streams::add_to_linker::<PluginHost, HasBoundedIo>(linker, view)
+/// Link `wasi:io/streams`; `view` gives the store's table and deadline.
+pub fn add_streams_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> BoundedIo<'_>,
+) -> wasmtime::Result<()> {
+    streams::add_to_linker::<T, HasBoundedIo>(linker, view)
 }

@@ -283,6 +283,14 @@ fn read_serial(dir: &Path) -> Result<Option<String>> {
     Ok(read_raw_attr(&dir.join("device/vpd_pg80"))?.and_then(|b| parse_vpd_pg80(&b)))
 }
 
+/// WWNs are written `naa.600…`, `0x600…` or bare hex; compare them bare.
+pub fn normalise_wwn(w: &str) -> String {
+    let w = w.trim().to_ascii_lowercase();
+    let w = w.strip_prefix("0x").unwrap_or(&w);
+    let w = w.strip_prefix("naa.").unwrap_or(w);
+    w.to_string()
+}
+
 fn read_wwn(dir: &Path) -> Result<Option<String>> {
     for f in ["device/wwid", "wwid"] {
         if let Some(s) = read_attr(&dir.join(f))?.and_then(clean_id) {
