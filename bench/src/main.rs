@@ -116,10 +116,7 @@ fn run_once(argv: &[String]) -> Result<(f64, i64, bool), String> {
     // later code can wait on a recycled pid.
     std::mem::forget(child);
     if r != pid {
-        return Err(format!(
-            "wait4({pid}): {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("wait4({pid}): {}", std::io::Error::last_os_error()));
     }
     let ok = std::process::ExitStatus::from_raw(status).success();
     Ok((wall, usage.ru_maxrss, ok))
