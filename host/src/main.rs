@@ -1016,27 +1016,28 @@ fn write_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// Write the `--config-file` values where the policy names them (under
-/// `--root`); the files written (or, dry, to be written).
-fn write_config_files(a: &InstallArgs) -> anyhow::Result<Vec<PathBuf>> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    // Config files first: the policy names each by its host path
-    // (`[config] KEY = { file = "/etc/flexwasm/…/KEY", secret = true }`).
-    let mut written = Vec::new();
-    if !a.config_file.is_empty() {
-        let policy = a
-            .policy
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("--config-file needs --policy (it names each file)"))?;
-        let text = std::fs::read_to_string(policy)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", policy.display()))?;
-        let grant = flexwasm::policy::Grant::parse(
-            &flexwasm::policy::fill_auto_pin(&text, &"0".repeat(64)),
-            policy,
-            Path::new(flexwasm::layout::DEFAULT_STATE_ROOT),
-        )?;
-        let config = grant.config.unwrap_or_default();
-        for item in &a.config_file {
+/// Each `--config-file KEY=FILE`: its key, the file to read, and the host
+/// path the policy names for it (`[config] KEY = { file = "/etc/flexwasm/…/KEY", secret = true }`).
+/// The policy is parsed once, here, for install and daemon alike.
+fn config_files(a: &InstallArgs) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
+    if a.config_file.is_empty() {
+        return Ok(Vec::new());
+    }
+    let policy = a
+        .policy
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--config-file needs --policy (it names each file)"))?;
+    let text = std::fs::read_to_string(policy)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", policy.display()))?;
+    let grant = flexwasm::policy::Grant::parse(
+        &flexwasm::policy::fill_auto_pin(&text, &"0".repeat(64)),
+        policy,
+        Path::new(flexwasm::layout::DEFAULT_STATE_ROOT),
+    )?;
+    let config = grant.config.unwrap_or_default();
+    a.config_file
+        .iter()
+        .map(|item| {
             let (key, src) = item
                 .split_once('=')
                 .ok_or_else(|| anyhow::anyhow!("--config-file {item:?}: use KEY=FILE"))?;
@@ -1050,57 +1051,49 @@ fn write_config_files(a: &InstallArgs) -> anyhow::Result<Vec<PathBuf>> {
                      naming where it goes"
                 );
             };
-            let bytes = std::fs::read(src).map_err(|e| anyhow::anyhow!("reading {src}: {e}"))?;
-            let target = rooted(&a.root, path);
-            if !a.dry_run {
-                if let Some(dir) = target.parent() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(dir)?;
-                }
-                flexwasm::precompiled::write_atomic(&target, &bytes, 0o600)?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+            Ok((key.to_string(), src.to_string(), path.clone()))
+        })
+        .collect()
+}
+
+/// Write the `--config-file` values where the policy names them (under
+/// `--root`); the files written (or, dry, to be written).
+fn write_config_files(a: &InstallArgs) -> anyhow::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut written = Vec::new();
+    for (key, src, path) in config_files(a)? {
+        let bytes = std::fs::read(&src).map_err(|e| anyhow::anyhow!("reading {src}: {e}"))?;
+        let target = rooted(&a.root, &path);
+        if !a.dry_run {
+            if let Some(dir) = target.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
             }
-            written.push(target);
-            // The value never reaches the pod log: only where it went.
-            println!(
-                "config {key}: {} bytes {} {} (0600)",
-                bytes.len(),
-                if a.dry_run {
-                    "would be written to"
-                } else {
-                    "written to"
-                },
-                path.display()
-            );
+            flexwasm::precompiled::write_atomic(&target, &bytes, 0o600)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
         }
+        written.push(target);
+        // The value never reaches the pod log: only where it went.
+        println!(
+            "config {key}: {} bytes {} {} (0600)",
+            bytes.len(),
+            if a.dry_run {
+                "would be written to"
+            } else {
+                "written to"
+            },
+            path.display()
+        );
     }
     Ok(written)
 }
 
 /// Where `--config-file` values go, without writing them.
 fn config_targets(a: &InstallArgs) -> anyhow::Result<Vec<PathBuf>> {
-    let policy = match &a.policy {
-        Some(p) if !a.config_file.is_empty() => p,
-        _ => return Ok(Vec::new()),
-    };
-    let text = std::fs::read_to_string(policy)?;
-    let grant = flexwasm::policy::Grant::parse(
-        &flexwasm::policy::fill_auto_pin(&text, &"0".repeat(64)),
-        policy,
-        Path::new(flexwasm::layout::DEFAULT_STATE_ROOT),
-    )?;
-    let config = grant.config.unwrap_or_default();
-    Ok(a.config_file
-        .iter()
-        .filter_map(|item| item.split_once('=').map(|(k, _)| k))
-        .filter_map(|key| match config.get(key) {
-            Some(flexwasm::policy::ConfigValue {
-                source: flexwasm::policy::ConfigSource::File(path),
-                ..
-            }) => Some(rooted(&a.root, path)),
-            _ => None,
-        })
+    Ok(config_files(a)?
+        .into_iter()
+        .map(|(_, _, path)| rooted(&a.root, &path))
         .collect())
 }
