@@ -884,18 +884,29 @@ uninstall_daemonset() {
   local s
   s=$(ms)
   say "uninstall: kubectl delete the DaemonSet"
+  # The container's log as containerd writes it (CRI format). kubelet removes
+  # the file with the pod, possibly within a poll interval of the installer's
+  # last line, so hold it open from before the delete and read it through
+  # that descriptor (an unlinked file stays readable while open).
+  local f
+  f=$(compgen -G "/var/log/pods/flexwasm-system_flexwasm-loop-*/driver/*.log" | head -1)
+  [ -n "$f" ] && exec 9<"$f" ||
+    { fail "the installer's container log exists under /var/log/pods" "$(ls -R /var/log/pods 2>&1 | head -20)"; return 1; }
   k delete -f "$work/deploy-loop.yaml" --wait=false >>"$logs/install.log" 2>&1 ||
-    { fail "kubectl delete -f deploy/loop.yaml" "see $logs/install.log"; return 1; }
-  # The container's log as kubelet writes it (CRI format), read until the
-  # installer's last line, before kubelet removes it with the pod.
-  installer_log() { cat /var/log/pods/flexwasm-system_flexwasm-loop-*/driver/*.log 2>/dev/null; }
+    { fail "kubectl delete -f deploy/loop.yaml" "see $logs/install.log"; exec 9<&-; return 1; }
+  installer_log() { cat /proc/$$/fd/9 2>/dev/null; }
   wait_for 60 eval 'installer_log | grep -q "stopping;"'
   installer_log >"$logs/daemonset.log"
+  exec 9<&-
   wait_for 60 eval '! compgen -G "$kubelet_plugins/$(vendor_dir "$LOOP_DRIVER")" >/dev/null' ||
     { fail "deleting the DaemonSet uninstalls $LOOP_DRIVER from the plugin dir" "see $logs/daemonset.log"; return 1; }
   pass "deleting the DaemonSet uninstalled $LOOP_DRIVER: $(vendor_dir "$LOOP_DRIVER")/ is gone from kubelet's plugin dir"
-  check "the installer's log: it followed the call log, then 'stopping; uninstalled $LOOP_DRIVER' on SIGTERM" \
-    eval 'grep -q "detach *Success" "$logs/daemonset.log" && grep -q "stopping; uninstalled $LOOP_DRIVER" "$logs/daemonset.log"'
+  local what="the installer's log: it followed the call log, then 'stopping; uninstalled $LOOP_DRIVER' on SIGTERM"
+  if grep -q "detach *Success" "$logs/daemonset.log" && grep -q "stopping; uninstalled $LOOP_DRIVER" "$logs/daemonset.log"; then
+    pass "$what"
+  else
+    fail "$what" "its last lines: $(tail -5 "$logs/daemonset.log" | paste -sd'|')"
+  fi
   check "the installer's log holds no policy or config content" eval '! grep -q "plugin_sha256\|quota_kib" "$logs/daemonset.log"'
   wait_for 60 eval '[ -z "$(k -n flexwasm-system get pods -o name)" ]' ||
     fail "the DaemonSet's pods are gone" "$(k -n flexwasm-system get pods 2>&1)"
