@@ -113,7 +113,7 @@ pub struct CallReport {
 
 /// Why a call failed, turned into the `message` kubelet shows.
 #[derive(Debug, thiserror::Error)]
-enum CallError {
+pub(crate) enum CallError {
     #[error("{0}")]
     Runtime(#[from] RuntimeError),
     #[error("{0}")]
@@ -142,29 +142,28 @@ fn plugin_answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> {
     })
 }
 
+/// argv (without the executable) as a [`Call`], or the answer kubelet gets
+/// when it is not one: `Not supported` for an unknown op, `Failure` for
+/// anything else wrong with it.
+pub fn parse_argv(layout: &DriverLayout, args: &[String]) -> Result<Call, DriverStatus> {
+    parse_call(args).map_err(|e| match e {
+        ArgvError::UnknownOp(op) => DriverStatus::not_supported(format!(
+            "flexwasm driver {}: operation '{op}' is not supported",
+            layout.name
+        )),
+        e => DriverStatus::failure(format!("flexwasm driver {}: {e}", layout.name)),
+    })
+}
+
 /// Run the call described by `args` (argv without the executable).
 pub fn run(
     layout: &DriverLayout,
     args: &[String],
     supervisor: &Supervisor,
 ) -> (DriverStatus, CallReport) {
-    let call = match parse_call(args) {
+    let call = match parse_argv(layout, args) {
         Ok(call) => call,
-        Err(ArgvError::UnknownOp(op)) => {
-            return (
-                DriverStatus::not_supported(format!(
-                    "flexwasm driver {}: operation '{op}' is not supported",
-                    layout.name
-                )),
-                CallReport::default(),
-            );
-        }
-        Err(e) => {
-            return (
-                DriverStatus::failure(format!("flexwasm driver {}: {e}", layout.name)),
-                CallReport::default(),
-            );
-        }
+        Err(status) => return (status, CallReport::default()),
     };
     let mut report = CallReport::default();
     let result = run_call(layout, &call, supervisor, &mut report);
@@ -240,11 +239,11 @@ fn path_str(p: &Path) -> String {
 }
 
 /// What every step of a call checks against.
-struct CallContext<'a> {
-    layout: &'a DriverLayout,
-    grant: &'a Grant,
+pub(crate) struct CallContext<'a> {
+    pub(crate) layout: &'a DriverLayout,
+    pub(crate) grant: &'a Grant,
     /// Every secret of the call: kubelet's and the config's.
-    secrets: SecretSet,
+    pub(crate) secrets: SecretSet,
 }
 
 fn run_call(
@@ -521,6 +520,20 @@ fn dispatch(
 /// attached to this very node (a single node, or the controller-manager on
 /// the node it attaches to), it must be a device this driver may claim.
 fn check_attach_device(ctx: &CallContext<'_>, device: &str, node: &str) -> Result<(), CallError> {
+    check_attach_device_path(ctx, device)?;
+    if this_node_name().as_deref() == Some(node.to_lowercase().as_str()) {
+        let dev = blockdev::resolve_block_device(Path::new(device))?;
+        device_claim::check(&dev, ctx.grant, None).map_err(refused)?;
+    }
+    Ok(())
+}
+
+/// The checks of an `attach` answer that need nothing from the node: a
+/// clean path under `/dev/`, bounded, holding no secret of the call.
+pub(crate) fn check_attach_device_path(
+    ctx: &CallContext<'_>,
+    device: &str,
+) -> Result<(), CallError> {
     let p = Path::new(device);
     let clean = device.starts_with("/dev/")
         && device.len() <= MAX_ATTACH_DEVICE_BYTES
@@ -538,10 +551,6 @@ fn check_attach_device(ctx: &CallContext<'_>, device: &str, node: &str) -> Resul
         return Err(refused(
             "plugin's attach answered a device path that holds a secret of this call; not passing it on",
         ));
-    }
-    if this_node_name().as_deref() == Some(node.to_lowercase().as_str()) {
-        let dev = blockdev::resolve_block_device(p)?;
-        device_claim::check(&dev, ctx.grant, None).map_err(refused)?;
     }
     Ok(())
 }
@@ -837,6 +846,34 @@ fn check_fs_granted(kind: &str, fs_type: &str, granted: &[String]) -> Result<(),
     }
 }
 
+/// The checks of a block plan that need nothing from the node: a type the
+/// host formats and the grant mounts, mount options granted, checked and
+/// hardened, no mkfs option holding a secret. Returns the type (trimmed)
+/// and the mount options to use. (The mkfs options themselves are checked
+/// by [`mkfs::format`], only when the device is to be formatted.)
+pub(crate) fn check_block_plan<'p>(
+    ctx: &CallContext<'_>,
+    plan: &'p wit::BlockPlan,
+    read_only: bool,
+) -> Result<(&'p str, Vec<String>), CallError> {
+    let fs_type = plan.fs_type.trim();
+    if !mkfs::is_supported_fs(fs_type) {
+        return Err(refused(format!(
+            "filesystem type '{}' is not supported for block volumes (use ext4, xfs, ext3, ext2 or btrfs)",
+            fs_type.chars().take(64).collect::<String>()
+        )));
+    }
+    check_fs_granted("mounting", fs_type, &ctx.grant.block)?;
+    let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
+    if plan.mkfs_options.iter().any(|a| ctx.secrets.found_in(a)) {
+        return Err(refused(
+            "an mkfs option holds a secret, which would be readable by every process in mkfs's \
+             command line and stored on the device; not formatting",
+        ));
+    }
+    Ok((fs_type, mount_options))
+}
+
 /// Carry out a block plan at `target`: resolve the device, check what it
 /// holds, format only if blank and read-write, mount. Returns the device.
 fn mount_block(
@@ -846,21 +883,7 @@ fn mount_block(
     read_only: bool,
 ) -> Result<PathBuf, CallError> {
     let grant = ctx.grant;
-    let fs_type = plan.fs_type.trim();
-    if !mkfs::is_supported_fs(fs_type) {
-        return Err(refused(format!(
-            "filesystem type '{}' is not supported for block volumes (use ext4, xfs, ext3, ext2 or btrfs)",
-            fs_type.chars().take(64).collect::<String>()
-        )));
-    }
-    check_fs_granted("mounting", fs_type, &grant.block)?;
-    let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
-    if plan.mkfs_options.iter().any(|a| ctx.secrets.found_in(a)) {
-        return Err(refused(
-            "an mkfs option holds a secret, which would be readable by every process in mkfs's \
-             command line and stored on the device; not formatting",
-        ));
-    }
+    let (fs_type, mount_options) = check_block_plan(ctx, plan, read_only)?;
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
     if let Some(existing) = mountinfo::mount_at(target)? {
@@ -942,12 +965,16 @@ fn mount_block(
     Ok(device)
 }
 
-fn mount_filesystem(
+/// The checks of a filesystem plan before anything is mounted: a type the
+/// grant lists that needs no device (by name and by the kernel's word), a
+/// plain source that holds no secret and names no block device, mount
+/// options granted, checked and hardened. Returns the type (trimmed) and
+/// the mount options to use.
+pub(crate) fn check_filesystem_plan<'p>(
     ctx: &CallContext<'_>,
-    plan: &wit::FilesystemPlan,
-    target: &Path,
+    plan: &'p wit::FilesystemPlan,
     read_only: bool,
-) -> Result<(), CallError> {
+) -> Result<(&'p str, Vec<String>), CallError> {
     let fs_type = plan.fs_type.trim();
     check_fs_granted("mounting", fs_type, &ctx.grant.filesystem)?;
     crate::policy::check_filesystem_plan_type(fs_type)
@@ -977,6 +1004,16 @@ fn mount_filesystem(
         }
     }
     let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
+    Ok((fs_type, mount_options))
+}
+
+fn mount_filesystem(
+    ctx: &CallContext<'_>,
+    plan: &wit::FilesystemPlan,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), CallError> {
+    let (fs_type, mount_options) = check_filesystem_plan(ctx, plan, read_only)?;
     if let Some(existing) = mountinfo::mount_at(target)? {
         if existing.fs_type == fs_type && existing.source == plan.source {
             return Ok(());

@@ -15,6 +15,8 @@ pub mod device_mounts;
 pub mod digest;
 pub mod doctor;
 pub mod driver_call;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod install;
 pub mod kubelet_options;
