@@ -427,16 +427,18 @@ impl DriverStatus {
                 MAX_VOLUME_NAME_BYTES,
             ),
         ];
-        for (name, value, max) in fields {
-            if let Some(value) = value
-                && let Some(why) = answer_field_problem(value, max, secrets)
-            {
-                let mut refused = DriverStatus::failure(format!(
-                    "{who}: the plugin's answer was withheld from kubelet: its {name} {why}"
-                ));
-                refused.quiet_failure = self.quiet_failure;
-                return refused;
-            }
+        let refusal = fields.into_iter().find_map(|(name, value, max)| {
+            let why = answer_field_problem(value?, max, secrets)?;
+            Some(format!(
+                "{who}: the plugin's answer was withheld from kubelet: its {name} {why}"
+            ))
+        });
+        if let Some(message) = refusal {
+            // Scrubbed below like any message: `who` and the words around
+            // it are text too.
+            let quiet = self.quiet_failure;
+            self = DriverStatus::failure(message);
+            self.quiet_failure = quiet;
         }
         if let Some(m) = self.message.take() {
             self.message = Some(clean_text(&secrets.redact(&m), MAX_MESSAGE_BYTES));
@@ -540,6 +542,22 @@ mod tests {
         assert!(m.starts_with("line1 line2 [31m evil <redacted> yyy"), "{m}");
         assert!(m.ends_with("[…cut]"));
         assert!(!m.chars().any(is_unprintable));
+    }
+
+    /// Found by fuzz/ (plans): the message of a withheld answer was not
+    /// scrubbed, so a secret that matched its words (or the driver's name)
+    /// reached kubelet.
+    #[test]
+    fn a_withheld_answer_is_scrubbed_too() {
+        let mut secrets = SecretSet::new();
+        secrets.add_str("withheld-from");
+        let mut s = DriverStatus::success();
+        s.volume_name = Some("bad\u{7}name".into());
+        let out = s.sanitized(&secrets, "acme/x getvolumename");
+        assert_eq!(out.status, Status::Failure);
+        let m = out.message.unwrap();
+        assert!(!secrets.found_in(&m), "{m}");
+        assert!(m.contains("control or formatting characters"), "{m}");
     }
 
     fn argv(items: &[&str]) -> Vec<String> {
