@@ -46,7 +46,15 @@ impl ClaimPattern {
             }
             "by-id" => Ok(ClaimPattern::ById(value.to_string())),
             "serial" => Ok(ClaimPattern::Serial(value.to_string())),
-            "wwn" => Ok(ClaimPattern::Wwn(normalise_wwn(value))),
+            // Checked once normalised: `wwn:0x` or `wwn:naa.` would
+            // otherwise be the empty prefix, which every WWN starts with.
+            "wwn" => match normalise_wwn(value) {
+                w if w.is_empty() => Err(format!(
+                    "devices.claim entry '{s}' has an empty WWN (after its naa. / 0x prefix): \
+                     it would claim every device that has one"
+                )),
+                w => Ok(ClaimPattern::Wwn(w)),
+            },
             other => Err(format!(
                 "devices.claim entry '{s}': unknown kind '{other}' (use loop-backing-dir, by-id, serial or wwn)"
             )),

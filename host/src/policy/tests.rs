@@ -250,6 +250,10 @@ fn claim_patterns_parse() {
         "by-id:",
         "nope:x",
         "loop-backing-dir:/a/../b",
+        // Found by fuzz/ (policy): empty once normalised, a prefix of every WWN.
+        "wwn:0x",
+        "wwn:naa.",
+        "wwn: NAA. ",
     ] {
         assert!(ClaimPattern::parse(bad).is_err(), "{bad}");
     }
