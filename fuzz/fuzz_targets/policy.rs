@@ -121,12 +121,12 @@ fn check_grant(g: &Grant) {
     for c in &g.device_claims {
         let rendered = c.render();
         let again = ClaimPattern::parse(&rendered);
-        // (A WWN is normalised once: `0x0x6a` is kept as `0x6a`, which no
-        // normalised device WWN starts with: it claims nothing.)
+        // (A WWN is normalised once: `0x0x6a` is kept as `0x6a`, and
+        // `naa.naa.` as `naa.`, which no normalised device WWN starts
+        // with: such a claim claims nothing, and does not re-parse alike.)
         if !matches!(c, ClaimPattern::Wwn(_)) {
             assert_eq!(again.as_ref(), Ok(c), "{rendered}");
         }
-        assert!(again.is_ok(), "{rendered}");
         match c {
             ClaimPattern::LoopBackingDir(d) => {
                 assert!(d.is_absolute() && d != Path::new("/"), "{d:?}")
