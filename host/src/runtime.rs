@@ -86,6 +86,10 @@ pub fn engine() -> Result<Engine, RuntimeError> {
     // less to get wrong.
     config.wasm_multi_memory(false);
     config.max_wasm_stack(512 * 1024);
+    // `.eh_frame` for compiled code only helps the system unwinder walk
+    // through wasm frames (wasmtime's traps and backtraces do not use it);
+    // registering it is work at every load.
+    config.native_unwind_info(false);
     Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 
@@ -418,7 +422,7 @@ impl Plugin {
         // Instantiation runs guest start code: bound it too.
         store.set_epoch_deadline(1);
         store.epoch_deadline_trap();
-        arm_deadline(&engine, deadline.saturating_duration_since(Instant::now()));
+        arm_deadline(&engine, deadline);
         let bindings = PluginWorld::instantiate(&mut store, &component, &linker)
             .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         phases.push(("instantiate", ms(t)));
@@ -535,13 +539,18 @@ fn trap_reason(e: &wasmtime::Error, guest_stderr: &str) -> String {
     }
 }
 
-/// Interrupt the guest once `deadline` has passed, by bumping the epoch.
-fn arm_deadline(engine: &Engine, deadline: Duration) {
+/// Interrupt the guest once `deadline` has passed, by bumping the epoch:
+/// on the supervisor's watchdog thread when it runs (a driver call), else
+/// on a thread of its own.
+fn arm_deadline(engine: &Engine, deadline: Instant) {
     let engine = engine.clone();
-    let _ = std::thread::Builder::new()
-        .name("flexwasm-deadline".into())
-        .spawn(move || {
-            std::thread::sleep(deadline);
-            engine.increment_epoch();
-        });
+    let bump: Box<dyn FnOnce() + Send> = Box::new(move || engine.increment_epoch());
+    if let Err(bump) = crate::supervisor::at_deadline(deadline, bump) {
+        let _ = std::thread::Builder::new()
+            .name("flexwasm-deadline".into())
+            .spawn(move || {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                bump();
+            });
+    }
 }

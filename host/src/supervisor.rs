@@ -9,8 +9,8 @@
 //!   10 minutes and SIGKILL 10 s later; a driver still alive then can crash
 //!   kubelet (kubernetes/utils#291). On SIGTERM or SIGINT the host kills its
 //!   child processes, answers `Failure` ("interrupted") and exits at once.
-//!   The signals are blocked in every thread and taken by one thread with
-//!   `sigwait`, so no code runs in signal context.
+//!   The signals are blocked in every thread and taken by the watchdog
+//!   thread with `sigtimedwait`, so no code runs in signal context.
 //! - **Watchdog.** Every call has one deadline (the grant's
 //!   `deadline_seconds`): the guest is interrupted at it, its waits in the
 //!   host end at it, node tools are killed at it. The watchdog is the
@@ -119,26 +119,25 @@ impl Supervisor {
         let mut signals = SigSet::empty();
         signals.add(Signal::SIGTERM);
         signals.add(Signal::SIGINT);
-        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).is_ok() {
-            let _ = std::thread::Builder::new()
-                .name("flexwasm-signals".into())
-                .spawn(move || {
-                    if let Ok(sig) = signals.wait() {
-                        abort(&format!("interrupted by {sig}; the operation was stopped"));
-                    }
-                });
-        }
+        let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).is_ok();
         let supervisor = Supervisor;
         supervisor.arm_watchdog(
             Instant::now() + FIRST_DEADLINE,
             FIRST_DEADLINE,
             "the call".into(),
         );
-        let _ = std::thread::Builder::new()
+        // One thread for signals, the watchdog and the guest's deadline:
+        // every thread costs a clone and a stack at every call.
+        if std::thread::Builder::new()
             .name("flexwasm-watchdog".into())
-            .spawn(watchdog);
+            .spawn(move || watchdog(blocked.then_some(signals)))
+            .is_ok()
+        {
+            WATCHDOG_RUNS.store(true, Ordering::SeqCst);
+        }
         supervisor
     }
+
 
     /// Log an abort's answer with this (once; later calls are ignored).
     pub fn on_abort(&self, log: Box<dyn Fn(&DriverStatus, i32) + Send + Sync>) {
@@ -158,7 +157,30 @@ impl Supervisor {
     }
 }
 
-fn watchdog() {
+/// A deadline hook for the watchdog thread (see [`at_deadline`]).
+type DeadlineHook = (Instant, Box<dyn FnOnce() + Send>);
+static AT_DEADLINE: Mutex<Option<DeadlineHook>> = Mutex::new(None);
+static WATCHDOG_RUNS: AtomicBool = AtomicBool::new(false);
+
+/// Run `f` on the watchdog thread once `at` has passed (the runtime
+/// interrupts the guest this way), replacing a hook not yet run. `Err(f)`
+/// when no watchdog runs in this process (no [`Supervisor::start`]): the
+/// caller must time it itself.
+pub fn at_deadline(
+    at: Instant,
+    f: Box<dyn FnOnce() + Send>,
+) -> Result<(), Box<dyn FnOnce() + Send>> {
+    if !WATCHDOG_RUNS.load(Ordering::SeqCst) {
+        return Err(f);
+    }
+    *AT_DEADLINE.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, f));
+    Ok(())
+}
+
+/// The watchdog thread: takes SIGTERM/SIGINT (blocked in every thread) with
+/// `sigtimedwait`, runs the deadline hook when due, and aborts the call at
+/// its deadline plus [`ANSWER_GRACE`].
+fn watchdog(signals: Option<SigSet>) {
     loop {
         let due = {
             let w = WATCH.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,15 +194,54 @@ fn watchdog() {
                 )
             })
         };
-        let Some((at, message)) = due else {
-            std::thread::sleep(WATCH_TICK);
-            continue;
-        };
         let now = Instant::now();
-        if now >= at {
-            abort(&message);
+        if let Some((at, message)) = &due
+            && now >= *at
+        {
+            abort(message);
         }
-        std::thread::sleep((at - now).min(WATCH_TICK));
+        let hook_at = {
+            let mut hook = AT_DEADLINE.lock().unwrap_or_else(|p| p.into_inner());
+            match hook.as_ref().map(|(at, _)| *at) {
+                Some(at) if now >= at => {
+                    if let Some((_, f)) = hook.take() {
+                        drop(hook);
+                        f();
+                    }
+                    None
+                }
+                other => other,
+            }
+        };
+        let mut wait = WATCH_TICK;
+        for at in [due.map(|(at, _)| at), hook_at].into_iter().flatten() {
+            wait = wait.min(at.saturating_duration_since(now));
+        }
+        match &signals {
+            Some(set) => {
+                if let Some(sig) = wait_for_signal(set, wait) {
+                    abort(&format!("interrupted by {sig}; the operation was stopped"));
+                }
+            }
+            None => std::thread::sleep(wait),
+        }
+    }
+}
+
+/// One of `set` (blocked in this thread) if it arrives within `timeout`.
+fn wait_for_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // SAFETY: `set` is a valid, initialised sigset_t owned by the caller;
+    // a null siginfo pointer is allowed (the info is not wanted); `ts` is
+    // a valid timespec that outlives the call.
+    let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    if n > 0 {
+        Signal::try_from(n).ok()
+    } else {
+        None
     }
 }
 
