@@ -127,8 +127,18 @@ pub fn check(dev: &Path, grant: &Grant, mount: Option<MountedOnlyAt<'_>>) -> Res
         return Err(format!("{} is in use as swap", dev.display()));
     }
     let entries = mountinfo::read().map_err(|e| e.to_string())?;
-    if let Ok(all) = blockdev::list() {
-        for part in all.iter().filter(|p| p.parent.as_deref() == Some(dev)) {
+    // Partitions of `dev` only: a partition's sysfs directory sits in its
+    // disk's and has a `partition` attribute.
+    let of_this_disk = |sys: &Path| {
+        sys.join("partition").exists()
+            && std::fs::canonicalize(sys).is_ok_and(|p| {
+                p.parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|n| n == info.name.as_str())
+            })
+    };
+    if let Ok(parts) = blockdev::list_where(of_this_disk) {
+        for part in parts.iter().filter(|p| p.parent.as_deref() == Some(dev)) {
             if let Some(m) = mounts_of_device(&entries, part).next() {
                 return Err(format!(
                     "{} has a partition ({}) mounted at {}; not touching it",

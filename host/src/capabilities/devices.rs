@@ -5,6 +5,7 @@
 //! Nothing here opens a device: sysfs and /dev symlinks are read, and a
 //! path a plugin names must resolve to a block device under /dev.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -77,11 +78,22 @@ pub fn find(
                 .into_iter()
                 .find(|d| d.wwn.as_deref().map(normalise_wwn).as_deref() == Some(want.as_str()))
         }
-        DeviceLocator::LoopBackingFile(f) => blockdev::list().ok()?.into_iter().find(|d| {
-            d.loop_backing_file
-                .as_deref()
-                .is_some_and(|b| same_file(b, Path::new(f)))
-        }),
+        DeviceLocator::LoopBackingFile(f) => {
+            let backs_f = |b: &Path| same_file(b, Path::new(f));
+            // Only loop devices backed by `f` are read in full.
+            blockdev::list_where(|sys| {
+                std::fs::read(sys.join("loop/backing_file")).is_ok_and(|mut b| {
+                    // As the full read does: trailing newlines are sysfs's.
+                    while b.last() == Some(&b'\n') {
+                        b.pop();
+                    }
+                    !b.is_empty() && backs_f(Path::new(std::ffi::OsStr::from_bytes(&b)))
+                })
+            })
+            .ok()?
+            .into_iter()
+            .find(|d| d.loop_backing_file.as_deref().is_some_and(backs_f))
+        }
     }
 }
 

@@ -63,6 +63,13 @@ pub struct BlockDevice {
 
 /// Every block device with a non-zero size, except `ram*`, sorted by path.
 pub fn list() -> Result<Vec<BlockDevice>> {
+    list_where(|_| true)
+}
+
+/// [`list`], reading in full only the devices whose sysfs directory passes
+/// `prefilter`: a lookup by one attribute (a loop device's backing file)
+/// need not read ten attributes of each of a node's hundreds of devices.
+pub fn list_where(prefilter: impl Fn(&Path) -> bool) -> Result<Vec<BlockDevice>> {
     let links = link_map();
     let entries = fs::read_dir(SYS_CLASS_BLOCK)
         .map_err(|e| NodeError::io(format!("listing {SYS_CLASS_BLOCK}"), e))?;
@@ -70,7 +77,7 @@ pub fn list() -> Result<Vec<BlockDevice>> {
     for entry in entries {
         let entry = entry.map_err(|e| NodeError::io(format!("listing {SYS_CLASS_BLOCK}"), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("ram") {
+        if name.starts_with("ram") || !prefilter(&entry.path()) {
             continue;
         }
         if let Some(dev) = from_sysfs(&entry.path(), &links)?
