@@ -256,6 +256,7 @@ fn run_call(
     // Validate everything kubelet gave us before starting the plugin.
     let options = call.options().map(resolve_options).transpose()?;
     let wopts = options.as_ref().map(to_wit_options);
+    let t = Instant::now();
     let mut grant = Grant::load(&layout.driver_dir, &layout.state_dir)?;
     if let Some(config) = grant.config.as_mut() {
         // Config files are read once: the plugin sees, and the log is
@@ -268,6 +269,7 @@ fn run_call(
         o.add_secrets_to(&mut secrets);
     }
     let limits = grant.limits.for_op(call.op());
+    let mut phases = vec![("policy", ms_since(t))];
     // One deadline for the whole call: the guest is interrupted at it, its
     // waits in the host end at it, node tools are killed at it; the
     // watchdog answers at most `ANSWER_GRACE` later, whatever still runs.
@@ -277,12 +279,15 @@ fn run_call(
 
     // The call's worst case must fit in the node's pool before the plugin
     // may grow into it.
+    let t = Instant::now();
     let _share = crate::memory::reserve_node_share(
         &layout.node_memory_pool_dir(),
         ((limits.memory_bytes + limits.host_memory_bytes) >> 20) as u64,
         deadline,
     )
     .map_err(refused)?;
+    phases.push(("memory pool", ms_since(t)));
+    report.phases = phases.clone();
     let mut plugin = Plugin::load(layout, &grant, &limits, deadline, &secrets)?;
     report.loaded_from = Some(plugin.loaded_from);
     let ctx = CallContext {
@@ -304,8 +309,13 @@ fn run_call(
         });
     }
     (report.plugin_stdout, report.plugin_stderr) = plugin.captured_output();
-    report.phases = std::mem::take(&mut plugin.phases);
+    phases.append(&mut plugin.phases);
+    report.phases = phases;
     result
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// The local node's name as kubelet derives it by default: the hostname,
@@ -924,6 +934,13 @@ fn mount_block(
     }
     device_claim::check(&device, grant, Some(only_at(ctx, target))).map_err(refused)?;
 
+    // A format the host started on this device and never saw finish (its
+    // call killed with mkfs) left what no probe can tell from data: wiped,
+    // so the probe below finds the device blank and it is formatted again.
+    let formats = ctx.layout.formats_dir();
+    if !read_only {
+        mkfs::recover_interrupted(&device, &formats)?;
+    }
     match mkfs::probe(&device)? {
         mkfs::Signature::Blank if read_only => {
             return Err(refused(format!(
@@ -933,7 +950,7 @@ fn mount_block(
         }
         mkfs::Signature::Blank => {
             check_fs_granted("formatting", fs_type, &grant.format)?;
-            mkfs::format(&device, fs_type, &plan.mkfs_options)?
+            mkfs::format_noted(&device, fs_type, &plan.mkfs_options, &formats)?
         }
         mkfs::Signature::Filesystem {
             fs_type: found,
