@@ -285,6 +285,23 @@ fn bad_inputs_get_clear_answers() {
             "not attached",
             1,
         ),
+        // A secret key spelled with JSON escapes: not in argv's raw bytes,
+        // still a secret once parsed (found by fuzz/ argv).
+        case(
+            "escaped secret key",
+            &[
+                "waitforattach",
+                "/dev/loop0",
+                &good(Op::WaitForAttach).replacen(
+                    '{',
+                    r#"{"kubernetes.io/\u0073ecret/token":"c2VjcmV0LXZhbHVl","#,
+                    1,
+                ),
+            ],
+            "Failure",
+            "not attached",
+            0,
+        ),
     ];
     assert!(cases.len() >= 20);
     for c in &cases {

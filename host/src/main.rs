@@ -92,6 +92,13 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let argv_secrets = secrets_of(&lossy);
+    // A secret key spelled with JSON escapes (`\u0073ecret`) is not in the
+    // raw bytes; the parsed options still name it (found by fuzz/ argv).
+    if !quiet && !argv_secrets.is_empty() {
+        supervisor::set_quiet(true);
+        supervisor::hide_arguments();
+    }
+    let quiet = quiet || !argv_secrets.is_empty();
     {
         let (layout, args, secrets) = (layout.clone(), lossy.clone(), argv_secrets.clone());
         supervisor.on_abort(Box::new(move |status: &DriverStatus, code: i32| {
@@ -107,8 +114,10 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
         }));
     }
 
+    // Supervisor threads, argv checks: before the call proper.
+    let start_ms = started.elapsed().as_secs_f64() * 1000.0;
     let args: Result<Vec<String>, _> = raw_args.iter().map(|a| a.clone().into_string()).collect();
-    let (mut status, report) = match args {
+    let (mut status, mut report) = match args {
         Err(_) => (
             DriverStatus::failure(format!(
                 "flexwasm driver {}: an argument is not valid UTF-8",
@@ -129,6 +138,7 @@ fn driver_main(layout: DriverLayout, raw_args: &[OsString]) -> i32 {
             )
         }),
     };
+    report.phases.insert(0, ("start", start_ms));
     status.quiet_failure = quiet;
     // Whatever path produced the answer, it leaves through here: bounded,
     // cleaned, and never carrying a secret the call was given or configured.
