@@ -20,12 +20,14 @@ HOST = os.environ["FLEXWASM_BENCH_HOST"]
 RUNNER = os.environ["FLEXWASM_BENCH_RUNNER"]
 STATIC = os.environ["FLEXWASM_BENCH_STATIC"]
 WASM = os.environ["FLEXWASM_BENCH_WASM"]
+ARRAY_SERVER = os.environ["FLEXWASM_BENCH_ARRAY_SERVER"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--work", required=True)
 ap.add_argument("--quick", action="store_true")
 ap.add_argument("--out", default=os.path.join(REPO, "docs"))
+ap.add_argument("--clean-build", action="store_true", help="timed by run.sh before measuring")
 args = ap.parse_args()
 W = args.work
 RUNS = 50 if args.quick else 300
@@ -194,6 +196,54 @@ for label, key in (("no state", "absent"), ("one state update", "counter")):
     if calls:
         report["state_call_phase"][label] = statistics.median(calls)
 
+# --- 3b. a backend call: rest-array against the array server ---------------------------
+# `isattached` of rest-array is one GET to the array's REST API. The same
+# request made natively, with curl in a fresh process (a new connection, as
+# every per-call driver makes), is the floor; the difference is what the
+# host adds around a plugin's HTTP (wasi:http, the allowlist, address
+# checks). The array server speaks plain HTTP: TLS is not in this figure.
+print("backend call (rest-array vs curl against the array server) ...", file=sys.stderr)
+array_dir = f"{W}/array"
+os.makedirs(f"{array_dir}/data")
+TOKEN = "bench-token-0123456789"
+server = subprocess.Popen([ARRAY_SERVER, "--listen", "127.0.0.1:0", "--data-dir", f"{array_dir}/data",
+                           "--token", TOKEN, "--addr-file", f"{array_dir}/addr", "--exit-on-stdin-eof"],
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+for _ in range(200):
+    if os.path.exists(f"{array_dir}/addr"):
+        break
+    time.sleep(0.05)
+url = "http://" + open(f"{array_dir}/addr").read().strip()
+with open(f"{W}/rest-array.toml", "w") as f:
+    f.write(f'plugin_sha256 = "auto"\n[limits]\ndeadline_seconds = 60\n[state]\nquota_kib = 2048\n'
+            f'[devices]\nclaim = ["loop-backing-dir:{array_dir}/data"]\n'
+            f'[http]\nallow = ["{url}"]\nallow_loopback = true\n'
+            f'[config]\nendpoint = "{url}"\ntoken = {{ value = "{TOKEN}", secret = true }}\n')
+REST = install("flexwasm/restarray", f"{WASM}/flexwasm_plugin_rest_array.wasm", f"{W}/rest-array.toml")
+backend = [
+    ("native no-op: init", [NATIVE, "init"]),
+    ("curl: GET /api/v1/volumes?name=pv-bench", ["curl", "-sf", "-H", f"Authorization: Bearer {TOKEN}",
+                                                  f"{url}/api/v1/volumes?name=pv-bench"]),
+    ("flexwasm rest-array: isattached", [REST, "isattached", o, "node-1"]),
+    ("flexwasm loop: isattached (no backend)", [LOOP, "isattached", o, "node-1"]),
+]
+r = bench(backend, 100 if not args.quick else 30, 5)
+base = statistics.median(r["curl: GET /api/v1/volumes?name=pv-bench"]["wall_ms"])
+report["backend"] = [dict(name=n, **summary(r[n]["wall_ms"]),
+                          ratio=statistics.median(r[n]["wall_ms"]) / base,
+                          maxrss_kib=max(r[n]["maxrss_kib"]), failures=r[n]["failures"])
+                     for n, _ in backend]
+# The plugin's HTTP as the host timed it (call log), request to response.
+lines = [json.loads(l) for l in open(f"{W}/log/flexwasm~restarray.log").read().splitlines()]
+http_ms = [h.get("duration_ms") for l in lines for h in l.get("http", []) if h.get("duration_ms") is not None]
+call_ms = [dict(l["phases"]).get("call") for l in lines if l.get("op") == "isattached"]
+report["backend_inside"] = {
+    "call phase (plugin, incl. its HTTP)": statistics.median([c for c in call_ms if c is not None]) if call_ms else None,
+    "HTTP request (host-timed)": statistics.median(http_ms) if http_ms else None,
+}
+server.stdin.close()
+server.wait(timeout=10)
+
 # --- 4. isattached sweep -----------------------------------------------------------------
 print(f"isattached sweep over {SWEEP} volumes ...", file=sys.stderr)
 sweep = {}
@@ -276,6 +326,7 @@ report["sizes"] = {
     "loop.wasm": size(loop_wasm), "loop .plugin.cwasm": size(f"{PLUGINS}/flexwasm~loop/.plugin.cwasm"),
     "native no-op": size(NATIVE),
 }
+report["clean_build_s"] = int(os.environ["FLEXWASM_BENCH_CLEAN_BUILD_S"]) if os.environ.get("FLEXWASM_BENCH_CLEAN_BUILD_S") else None
 report["load_after"] = os.getloadavg()[0]
 
 os.makedirs(args.out, exist_ok=True)

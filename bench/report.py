@@ -54,6 +54,25 @@ if rep.get("state_call_phase"):
     p("Median time inside the plugin's call (call log `call` phase): " +
       ", ".join(f"{k} {v:.2f} ms" for k, v in rep["state_call_phase"].items()) + ".")
 p()
+if rep.get("backend"):
+    p("## A backend call: `rest-array` against the array server")
+    p()
+    p("`isattached` of the rest-array plugin is one GET to the array's REST API (plain HTTP on "
+      "127.0.0.1; the test array server has no TLS, so TLS is not in these figures). The same "
+      "request made by curl in a fresh process — a new connection per call, as any per-call "
+      "driver makes — is the baseline.")
+    p()
+    p("| call | median ms | min | max | vs curl | peak RSS MiB | failures |")
+    p("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rep["backend"]:
+        p(f"| {r['name']} | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} | {r['ratio']:.2f}x | "
+          f"{r['maxrss_kib']/1024:.1f} | {r['failures']} |")
+    inside = {k: v for k, v in rep.get("backend_inside", {}).items() if v is not None}
+    if inside:
+        p()
+        p("Inside the rest-array call (call log, medians): " +
+          ", ".join(f"{k} {v:.2f} ms" for k, v in inside.items()) + ".")
+    p()
 p("## `isattached` sweep over 1,000 volumes (sequential, one process per call)")
 p()
 p("| driver | total s | failures |")
@@ -81,6 +100,12 @@ p("| artifact | bytes |")
 p("|---|---:|")
 for k, v in rep["sizes"].items():
     p(f"| {k} | {v:,} |")
+p()
+if rep.get("clean_build_s") is not None:
+    p(f"Clean release build of the host (`cargo build --release -p flexwasm`, fresh target dir): "
+      f"{rep['clean_build_s']} s.")
+else:
+    p("Clean build time: not measured in this run (`bash bench/run.sh --clean-build`).")
 p()
 md = "\n".join(lines) + "\n"
 open(f"{out}/benchmarks.md", "w").write(md)

@@ -4,6 +4,8 @@
 #
 #   bash bench/run.sh            # root (loop devices, mount); ~3 min warm
 #   bash bench/run.sh --quick    # fewer rounds, for a look
+#   bash bench/run.sh --clean-build  # also time a clean release build of
+#                                    # the host (~9-10 min on 2 cores)
 #
 # What and how: bench/README.md. Builds what it measures first (release
 # host, static host, reference plugins, bench runner); measuring needs a
@@ -30,12 +32,22 @@ if [ -z "${FLEXWASM_BENCH_INNER:-}" ]; then
   cargo build --release -p flexwasm-bench >&2
   CARGO_TARGET_DIR=target/guests cargo build --release --target x86_64-unknown-linux-musl -p flexwasm >&2
   CARGO_TARGET_DIR=target/guests cargo build --release --target wasm32-wasip2 \
-    -p flexwasm-plugin-loop -p flexwasm-plugin-tmpfs -p flexwasm-state-probe >&2
+    -p flexwasm-plugin-loop -p flexwasm-plugin-tmpfs -p flexwasm-plugin-rest-array -p flexwasm-state-probe >&2
   echo "bench: build (incremental) took $(( ($(date +%s%N) - build_start) / 1000000 )) ms" >&2
+  case " $* " in *" --clean-build "*)
+    clean_target=$(mktemp -d /tmp/flexwasm-clean-build.XXXXXX)
+    echo "bench: clean release build of the host into $clean_target" >&2
+    t0=$(date +%s%N)
+    CARGO_TARGET_DIR=$clean_target cargo build --release -p flexwasm >&2
+    export FLEXWASM_BENCH_CLEAN_BUILD_S=$(( ($(date +%s%N) - t0) / 1000000000 ))
+    rm -rf "$clean_target"
+    ;;
+  esac
   export FLEXWASM_BENCH_HOST=$PWD/$target/release/flexwasm
   export FLEXWASM_BENCH_RUNNER=$PWD/$target/release/flexwasm-bench
   export FLEXWASM_BENCH_STATIC=$PWD/target/guests/x86_64-unknown-linux-musl/release/flexwasm
   export FLEXWASM_BENCH_WASM=$PWD/target/guests/wasm32-wasip2/release
+  export FLEXWASM_BENCH_ARRAY_SERVER=$PWD/$target/release/flexwasm-array-server
   # Mounts made while measuring live in a private mount namespace.
   exec env FLEXWASM_BENCH_INNER=1 unshare --mount --propagation private bash "$0" "$@"
 fi
