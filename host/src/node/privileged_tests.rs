@@ -933,5 +933,8 @@ fn the_call_deadline_kills_a_running_mkfs_and_reports_it() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         left = processes_mentioning(&dev_str);
     }
-    assert!(left.is_empty(), "still running 5 s after the kill: {left:?}");
+    assert!(
+        left.is_empty(),
+        "still running 5 s after the kill: {left:?}"
+    );
 }
