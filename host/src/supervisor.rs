@@ -138,7 +138,6 @@ impl Supervisor {
         supervisor
     }
 
-
     /// Log an abort's answer with this (once; later calls are ignored).
     pub fn on_abort(&self, log: Box<dyn Fn(&DriverStatus, i32) + Send + Sync>) {
         let _ = ON_ABORT.set(log);
