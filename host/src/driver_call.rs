@@ -934,6 +934,13 @@ fn mount_block(
     }
     device_claim::check(&device, grant, Some(only_at(ctx, target))).map_err(refused)?;
 
+    // A format the host started on this device and never saw finish (its
+    // call killed with mkfs) left what no probe can tell from data: wiped,
+    // so the probe below finds the device blank and it is formatted again.
+    let formats = ctx.layout.formats_dir();
+    if !read_only {
+        mkfs::recover_interrupted(&device, &formats)?;
+    }
     match mkfs::probe(&device)? {
         mkfs::Signature::Blank if read_only => {
             return Err(refused(format!(
@@ -943,7 +950,7 @@ fn mount_block(
         }
         mkfs::Signature::Blank => {
             check_fs_granted("formatting", fs_type, &grant.format)?;
-            mkfs::format(&device, fs_type, &plan.mkfs_options)?
+            mkfs::format_noted(&device, fs_type, &plan.mkfs_options, &formats)?
         }
         mkfs::Signature::Filesystem {
             fs_type: found,

@@ -169,6 +169,12 @@ impl DriverLayout {
     pub fn loop_image_dir(&self) -> PathBuf {
         self.state_dir.join("images")
     }
+
+    /// Where the host notes a format it has started until it has verified
+    /// it (`node::mkfs::format_noted`).
+    pub fn formats_dir(&self) -> PathBuf {
+        self.state_dir.join("host/formats")
+    }
 }
 
 #[cfg(test)]

@@ -32,8 +32,13 @@
 //!   big devices). Sub-options of comma-list options are allowlisted one by
 //!   one; an unknown one is refused, not passed on.
 //! - A mkfs killed midway (its own limit, the call's deadline, a stop
-//!   request) is reported as such, with how to wipe the half-made
-//!   filesystem it may leave.
+//!   request, or the host killed with it) leaves a half-made filesystem,
+//!   which no probe can tell from data. [`format_noted`] notes the device
+//!   in the driver's state before mkfs runs and clears the note once the
+//!   filesystem is verified; [`recover_interrupted`] wipes the start of a
+//!   device with a note left behind, so the next try formats it as the
+//!   first one did (`journal`). Probe, mkfs and verification hold the
+//!   device's lock, so no other call decides on it meanwhile.
 //! - Identity is never copied: a UUID option is refused (`mke2fs -U` only
 //!   takes `random`/`time`), and a label is refused when a device on the
 //!   node already carries it, so a plugin cannot make the node mount its
@@ -57,6 +62,7 @@ use super::{NodeError, Result, blockdev, exec};
 mod args;
 mod btrfs;
 mod ext;
+pub(super) mod journal;
 mod layout;
 mod probe;
 #[cfg(test)]
@@ -64,6 +70,7 @@ mod tests;
 mod xfs;
 
 pub use args::check_extra_args;
+pub use journal::recover_interrupted;
 pub use layout::CheckedArgs;
 pub use probe::{Signature, parse_blkid_export, probe};
 
@@ -89,6 +96,28 @@ pub fn is_supported_fs(fs_type: &str) -> bool {
 
 /// Create a `fs_type` filesystem on `device`, only if it probes blank.
 pub fn format(device: &Path, fs_type: &str, extra_args: &[String]) -> Result<()> {
+    format_inner(device, fs_type, extra_args, None)
+}
+
+/// [`format`], with the format noted in `journal` (the driver's
+/// `host/formats/`) from just before mkfs runs until its filesystem is
+/// verified, so that one cut short is known as the host's own and
+/// [`recover_interrupted`] can start it again.
+pub fn format_noted(
+    device: &Path,
+    fs_type: &str,
+    extra_args: &[String],
+    journal: &Path,
+) -> Result<()> {
+    format_inner(device, fs_type, extra_args, Some(journal))
+}
+
+fn format_inner(
+    device: &Path,
+    fs_type: &str,
+    extra_args: &[String],
+    journal: Option<&Path>,
+) -> Result<()> {
     if !is_supported_fs(fs_type) {
         return Err(NodeError::UnsupportedFs {
             fs_type: fs_type.to_string(),
@@ -111,6 +140,9 @@ pub fn format(device: &Path, fs_type: &str, extra_args: &[String]) -> Result<()>
     }
     let dev = blockdev::resolve_block_device(device)?;
     checked.check_device_size(fs_type, device_size(&dev)?)?;
+    // From this probe to the verification: no other call probes, formats
+    // or wipes this device (it would decide on what we are changing).
+    let _lock = journal::lock_device(&dev)?;
     let found = probe(&dev)?;
     if !found.is_blank() {
         return Err(NodeError::MkfsRefused {
@@ -118,6 +150,16 @@ pub fn format(device: &Path, fs_type: &str, extra_args: &[String]) -> Result<()>
             holds: found,
         });
     }
+    let noted = match journal {
+        Some(dir) => match journal::incarnation(&dev)? {
+            Some(id) => {
+                journal::note(dir, &dev, &id, fs_type)?;
+                Some((dir, id))
+            }
+            None => None,
+        },
+        None => None,
+    };
     let dev_str = path_str(&dev)?;
     let program = format!("mkfs.{fs_type}");
     let mut args: Vec<&str> = vec!["-q"];
@@ -133,18 +175,25 @@ pub fn format(device: &Path, fs_type: &str, extra_args: &[String]) -> Result<()>
         | NodeError::Cancelled { .. } => NodeError::MkfsInterrupted {
             device: device.to_path_buf(),
             cause: Box::new(e),
+            noted: noted.is_some(),
         },
         other => other,
     })?;
 
     match probe(&dev)? {
-        Signature::Filesystem { fs_type: ref t, .. } if t == fs_type => Ok(()),
-        other => Err(NodeError::FormatNotVerified {
-            device: device.to_path_buf(),
-            fs_type: fs_type.to_string(),
-            found: other,
-        }),
+        Signature::Filesystem { fs_type: ref t, .. } if t == fs_type => {}
+        other => {
+            return Err(NodeError::FormatNotVerified {
+                device: device.to_path_buf(),
+                fs_type: fs_type.to_string(),
+                found: other,
+            });
+        }
     }
+    if let Some((dir, id)) = noted {
+        journal::clear(dir, &id)?;
+    }
+    Ok(())
 }
 
 /// The size of a block device in bytes.

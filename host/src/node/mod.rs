@@ -170,15 +170,15 @@ pub enum NodeError {
         supported: &'static str,
     },
 
-    #[error(
-        "{cause}; {} may now hold a partly made filesystem, which will not mount: check it with `blkid -p {}` and, if it holds nothing you need, wipe it with `wipefs -a {}` before retrying",
-        .device.display(), .device.display(), .device.display()
-    )]
+    #[error("{cause}; {}", interrupted_mkfs_remedy(.device, *.noted))]
     MkfsInterrupted {
         device: PathBuf,
         /// How mkfs was stopped: its own limit, the call's deadline, or a
         /// stop request.
         cause: Box<NodeError>,
+        /// Whether the format was noted (`mkfs::format_noted`), so the
+        /// next try wipes what it left and formats again.
+        noted: bool,
     },
 
     #[error("mkfs.{fs_type} option {arg:?} rejected: {reason}")]
@@ -270,6 +270,23 @@ impl NodeError {
             context: context.into(),
             errno,
         }
+    }
+}
+
+/// What to do about the half-made filesystem an interrupted mkfs leaves.
+fn interrupted_mkfs_remedy(device: &std::path::Path, noted: bool) -> String {
+    let d = device.display();
+    if noted {
+        format!(
+            "{d} may now hold a partly made filesystem, which will not mount; the host noted the \
+             format it started, so the next try wipes what it left and formats {d} again"
+        )
+    } else {
+        format!(
+            "{d} may now hold a partly made filesystem, which will not mount: check it with \
+             `blkid -p {d}` and, if it holds nothing you need, wipe it with `wipefs -a {d}` \
+             before retrying"
+        )
     }
 }
 

@@ -743,6 +743,7 @@ fn interrupted_mkfs_says_how_to_start_again() {
             after: Duration::from_millis(1500),
             cap: MKFS_TIMEOUT,
         }),
+        noted: false,
     };
     assert_eq!(
         e.to_string(),
@@ -751,6 +752,23 @@ fn interrupted_mkfs_says_how_to_start_again() {
          /dev/loop3 may now hold a partly made filesystem, which will not mount: check it \
          with `blkid -p /dev/loop3` and, if it holds nothing you need, wipe it with \
          `wipefs -a /dev/loop3` before retrying"
+    );
+}
+
+#[test]
+fn interrupted_noted_mkfs_says_the_next_try_formats_again() {
+    let e = NodeError::MkfsInterrupted {
+        device: "/dev/loop3".into(),
+        cause: Box::new(NodeError::Cancelled {
+            command: "mkfs.ext4 -q /dev/loop3".into(),
+        }),
+        noted: true,
+    };
+    assert_eq!(
+        e.to_string(),
+        "`mkfs.ext4 -q /dev/loop3` was killed because the driver was asked to stop; /dev/loop3 \
+         may now hold a partly made filesystem, which will not mount; the host noted the format \
+         it started, so the next try wipes what it left and formats /dev/loop3 again"
     );
 }
 
