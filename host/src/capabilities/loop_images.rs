@@ -305,16 +305,28 @@ impl wit::Host for LoopImages {
                 "image size {size_bytes} is out of range (1 byte to 16 TiB)"
             )));
         }
+        // An empty image is one whose creation was cut short (the call
+        // killed between creating the file and sizing it: every image is
+        // created at least 1 byte long): it holds nothing, and finishing it
+        // here is what lets the retry of that call work. Left empty, it
+        // would attach as a 0-byte device that no mkfs or mount can use.
+        let size_of = |f: &File| f.metadata().map(|m| m.len()).map_err(failed);
         if let Some(existing) = self.open(&name)? {
-            return existing.metadata().map(|m| m.len()).map_err(failed);
+            let len = size_of(&existing)?;
+            if len > 0 {
+                return Ok(len);
+            }
         }
         let _dir_lock = self.lock_dir()?;
-        // Another call may have created it while we waited for the lock.
-        if let Some(existing) = self.open(&name)? {
-            return existing.metadata().map(|m| m.len()).map_err(failed);
-        }
+        // Another call may have created (or finished) it while we waited
+        // for the lock.
+        let unfinished = match self.open(&name)? {
+            Some(existing) if size_of(&existing)? > 0 => return size_of(&existing),
+            unfinished => unfinished,
+        };
         let census = self.census()?;
-        if census.count >= self.limits.max_images {
+        // An unfinished image is counted already.
+        if unfinished.is_none() && census.count >= self.limits.max_images {
             return Err(failed(format!(
                 "the image dir {} holds {} images, the most this driver may have \
                  (max_images = {}); remove images no longer needed, or raise [loop] max_images \
@@ -326,12 +338,15 @@ impl wit::Host for LoopImages {
         }
         self.check_room(&census, size_bytes)?;
         let dir = self.dir()?;
-        let file = match dir.open_with(
-            &name,
-            OpenOptions::new().read(true).write(true).create_new(true),
-        ) {
-            Ok(f) => f.into_std(),
-            Err(e) => return Err(failed(format!("cannot create image {name}: {e}"))),
+        let file = match unfinished {
+            Some(file) => file,
+            None => match dir.open_with(
+                &name,
+                OpenOptions::new().read(true).write(true).create_new(true),
+            ) {
+                Ok(f) => f.into_std(),
+                Err(e) => return Err(failed(format!("cannot create image {name}: {e}"))),
+            },
         };
         // Sparse: set_len allocates nothing.
         file.set_len(size_bytes)
@@ -567,6 +582,33 @@ mod tests {
         std::fs::write(dir.0.join(".hidden"), b"x").unwrap();
         images.remove_image("i2".into()).unwrap();
         images.create_image("i3".into(), 1).unwrap();
+    }
+
+    #[test]
+    fn an_image_left_empty_by_a_killed_create_is_finished_by_the_retry() {
+        let dir = ImageDir::new("unfinished");
+        let limits = LoopLimits {
+            max_images: 1,
+            ..LoopLimits::default()
+        };
+        let mut images = dir.images(limits);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        // What a call SIGKILLed between creating the file and sizing it
+        // leaves (tests/crash.rs): an empty image, counted as one.
+        std::fs::File::create(dir.0.join("pv1.img")).unwrap();
+        assert_eq!(
+            images.create_image("pv1.img".into(), 4 << 20).unwrap(),
+            4 << 20
+        );
+        assert_eq!(
+            std::fs::metadata(dir.0.join("pv1.img")).unwrap().len(),
+            4 << 20
+        );
+        // Finished, it is an image like any other: kept as it is.
+        assert_eq!(
+            images.create_image("pv1.img".into(), 8 << 20).unwrap(),
+            4 << 20
+        );
     }
 
     #[test]
