@@ -422,7 +422,16 @@ impl wit::Host for LoopImages {
                 self.limits.max_attached
             )));
         }
-        let dev = loopdev::attach(&file, false).map_err(failed)?;
+        // The loop device keeps the open file it is given for as long as it
+        // is attached, and with it that file's lock: given `file`, a call
+        // killed between the attach and its unlock (the host SIGKILLed)
+        // would leave the image locked until the device is detached — which
+        // takes the lock — so every later attach and detach of the volume
+        // would hang until its deadline. The device gets an open file of its
+        // own, of the same inode.
+        let backing =
+            reopen(&file).map_err(|e| failed(format!("cannot reopen image {name}: {e}")))?;
+        let dev = loopdev::attach(&backing, false).map_err(failed)?;
         self.attached_by_call += 1;
         Ok(dev.to_string_lossy().into_owned())
     }
@@ -463,6 +472,18 @@ impl LoopImages {
         };
         Self::device_of(&file)
     }
+}
+
+/// A new open file (description) of the file `file` is open on, read-write,
+/// sharing nothing with it (not its offset, not its locks).
+fn reopen(file: &File) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 /// Link `flexwasm:driver/loop` for a store whose data holds the call's
@@ -609,6 +630,29 @@ mod tests {
             images.create_image("pv1.img".into(), 8 << 20).unwrap(),
             4 << 20
         );
+    }
+
+    #[test]
+    fn the_file_a_loop_device_keeps_does_not_keep_the_image_locked() {
+        let dir = ImageDir::new("reopen");
+        let mut images = dir.images(LoopLimits::default());
+        images.create_image("i0".into(), 1 << 20).unwrap();
+        let locked = images.locked("i0").unwrap();
+        // What attach hands the loop device: another open file of the
+        // image, so the lock conflicts with it…
+        let backing = match Flock::lock(reopen(&locked).unwrap(), FlockArg::LockExclusiveNonblock) {
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+            other => panic!(
+                "the reopened image shares the lock: {:?}",
+                other.map(|_| ())
+            ),
+        };
+        // …and goes with the call's file (closed when the call ends, even
+        // killed), while the device keeps `backing`.
+        drop(locked);
+        Flock::lock(backing, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .expect("nothing keeps the image locked");
     }
 
     #[test]
