@@ -52,7 +52,34 @@ pub fn record(layout: &DriverLayout, m: &DeviceMount) -> std::io::Result<()> {
         m.fs_type,
         m.volume
     );
-    crate::precompiled::write_atomic(&file, text.as_bytes(), 0o600).map(|_| ())
+    crate::precompiled::write_atomic(&file, text.as_bytes(), 0o600)?;
+    if let Some(dir) = file.parent() {
+        remove_orphaned_temp_files(dir);
+    }
+    Ok(())
+}
+
+/// Temp files of records whose writer was killed before its rename
+/// (`.<name>.tmp-<pid>`, see `write_atomic`): nothing reads them, so they
+/// would pile up, one per such kill. Only those whose writer is gone.
+fn remove_orphaned_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .map(|(_, pid)| pid)
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// What the host recorded for `path`, if anything (and the record is whole
@@ -106,5 +133,36 @@ mod tests {
         forget(&layout, &m.path).unwrap();
         forget(&layout, &m.path).unwrap();
         assert_eq!(lookup(&layout, &m.path), None);
+    }
+
+    #[test]
+    fn temp_files_of_killed_writers_are_removed_by_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = DriverLayout::for_driver(
+            DriverName::parse("acme/x").unwrap(),
+            dir.path().join("plugins/acme~x"),
+        );
+        layout.state_dir = dir.path().join("state");
+        let m = DeviceMount {
+            path: "/k/mounts/v".into(),
+            device: "/dev/loop7".into(),
+            fs_type: "ext4".into(),
+            volume: "ab12".into(),
+        };
+        record(&layout, &m).unwrap();
+        let records = record_path(&layout, &m.path)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        // A writer SIGKILLed before its rename (no such pid), and one
+        // still writing (this process).
+        let dead = records.join(".abc.tmp-4194304999");
+        let live = records.join(format!(".abc.tmp-{}", std::process::id()));
+        std::fs::write(&dead, "x").unwrap();
+        std::fs::write(&live, "x").unwrap();
+        record(&layout, &m).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert_eq!(lookup(&layout, &m.path), Some(m));
     }
 }
