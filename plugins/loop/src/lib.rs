@@ -114,7 +114,27 @@ impl Driver for LoopDriver {
         device: &str,
         options: &Options,
     ) -> Result<BlockPlan> {
-        let plan = block_plan(device, options);
+        // kubelet passes the device `waitforattach` found, which may be
+        // stale by now: after a detach and re-attach the image can be on
+        // another loop device, and this one can back another volume, whose
+        // filesystem would then be mounted (or formatted) here. Mount the
+        // volume's own device, found by its image.
+        let image = image_name(&options.volume_name)?;
+        let Some(attached) = loop_images::find(&image)? else {
+            fail!(
+                "volume {:?} is not attached (image {image} is on no loop device); attach it \
+                 first",
+                options.volume_name
+            );
+        };
+        if attached != device {
+            log::warn(format!(
+                "volume {:?}: kubelet passed {device}, but its image {image} is attached at \
+                 {attached}; mounting {attached}",
+                options.volume_name
+            ));
+        }
+        let plan = block_plan(&attached, options);
         log::info(format!(
             "mounting volume {:?}: {device} as {} at {device_mount_path}",
             options.volume_name, plan.fs_type
@@ -335,6 +355,24 @@ mod tests {
         assert!(testing::logged(
             "no record of volume \"pv1\" being attached"
         ));
+    }
+
+    #[test]
+    fn mount_device_mounts_the_volumes_own_device_not_the_one_kubelet_passed() {
+        use flexwasm_sdk::testing;
+        let options = options(&[("size", "1Mi")]);
+        let error = LoopDriver
+            .mount_device("/dmp", "/dev/loop0", &options)
+            .unwrap_err();
+        assert!(error.to_string().contains("is not attached"), "{error}");
+        let device = LoopDriver.attach(&options, "node-1").unwrap();
+        // A stale device from before a detach and re-attach, which another
+        // volume may have now.
+        let plan = LoopDriver
+            .mount_device("/dmp", "/dev/loop9", &options)
+            .unwrap();
+        assert_eq!(plan.device, device);
+        assert!(testing::logged("kubelet passed /dev/loop9"));
     }
 
     #[test]
