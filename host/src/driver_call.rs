@@ -438,7 +438,8 @@ fn dispatch(
                     ctx.layout.state_dir.display()
                 ))
             })?;
-            if let Err(e) = mount_block(ctx, &plan, &target, read_only) {
+            let looked_up = plugin.host().loops.image_behind(Path::new(&plan.device));
+            if let Err(e) = mount_block(ctx, &plan, &target, read_only, looked_up) {
                 let _ = match previous {
                     Some(p) => device_mounts::record(ctx.layout, &p),
                     None => device_mounts::forget(ctx.layout, mount_path),
@@ -466,7 +467,8 @@ fn dispatch(
             let d = path_str(dir);
             match plugin.call("mount", |g, s| g.call_mount(s, &d, &o))? {
                 Ok(wit::MountPlan::Block(block)) => {
-                    mount_block(ctx, &block, &target, read_only)?;
+                    let looked_up = plugin.host().loops.image_behind(Path::new(&block.device));
+                    mount_block(ctx, &block, &target, read_only, looked_up)?;
                 }
                 Ok(wit::MountPlan::Filesystem(fs)) => {
                     mount_filesystem(ctx, &fs, &target, read_only)?
@@ -680,7 +682,25 @@ fn bind_device_mount(
             .filter(|o| CARRIED.contains(&o.as_str()))
             .cloned(),
     );
-    let source_str = path_str(&source);
+    // Bound from a descriptor of the device mount, not from its path: an
+    // unmountdevice racing between the checks above and the bind would
+    // leave the path a plain directory of the node's own filesystem, and
+    // that would be bound into the pod. Held open, the device mount cannot
+    // be unmounted meanwhile (the host never unmounts lazily).
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::File::open(&source)
+        .map_err(|e| refused(format!("cannot open {}: {e}", source.display())))?;
+    let on = root
+        .metadata()
+        .map_err(|e| refused(format!("cannot stat {}: {e}", source.display())))?;
+    if (libc::major(on.dev()), libc::minor(on.dev())) != (mounted.major, mounted.minor) {
+        return Err(refused(format!(
+            "{} was unmounted meanwhile; run mountdevice again",
+            source.display()
+        )));
+    }
+    let source_str = format!("/proc/self/fd/{}", root.as_raw_fd());
     node::mount::mount(node::mount::MountRequest {
         source: &source_str,
         target,
@@ -688,6 +708,7 @@ fn bind_device_mount(
         options: &options,
         read_only,
     })?;
+    drop(root);
     Ok(())
 }
 
@@ -886,16 +907,25 @@ pub(crate) fn check_block_plan<'p>(
 
 /// Carry out a block plan at `target`: resolve the device, check what it
 /// holds, format only if blank and read-write, mount. Returns the device.
+/// `looked_up`: the image the plan's loop device was backed by when the
+/// plugin looked it up in this call, if it did (the loop capability).
 fn mount_block(
     ctx: &CallContext<'_>,
     plan: &wit::BlockPlan,
     target: &Path,
     read_only: bool,
+    looked_up: Option<(u64, u64)>,
 ) -> Result<PathBuf, CallError> {
     let grant = ctx.grant;
     let (fs_type, mount_options) = check_block_plan(ctx, plan, read_only)?;
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
+    // Held open until the mount: a loop device cannot then be detached and
+    // re-attached from another image (its detach waits for us).
+    let _pinned = match looked_up {
+        Some(image) => Some(pin_looked_up_loop_device(&device, image)?),
+        None => None,
+    };
     if let Some(existing) = mountinfo::mount_at(target)? {
         // Ours only if it is this device, its whole filesystem, with the
         // flags the host sets.
@@ -1022,6 +1052,40 @@ pub(crate) fn check_filesystem_plan<'p>(
     }
     let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
     Ok((fs_type, mount_options))
+}
+
+/// Open `device`, a loop device the plugin looked up in this call, and
+/// check it is still backed by the image it was then. Between the lookup
+/// and here another call may have detached it and attached another image
+/// (loop numbers are reused at once), whose filesystem would be mounted —
+/// or, blank, formatted — for this volume. Kept open, it stays this image's
+/// until the mount holds it.
+fn pin_looked_up_loop_device(device: &Path, image: (u64, u64)) -> Result<std::fs::File, CallError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pin = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(device)
+        .map_err(|e| refused(format!("cannot open {}: {e}", device.display())))?;
+    let now = node::loopdev::status(device)?.map(|s| {
+        (
+            libc::makedev(s.backing_major, s.backing_minor),
+            s.backing_inode,
+        )
+    });
+    if now != Some(image) {
+        return Err(refused(format!(
+            "{} is no longer the loop device the plugin looked up (its image was detached \
+             meanwhile{}); not mounting another volume's device: try again",
+            device.display(),
+            if now.is_some() {
+                ", and another image attached there"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(pin)
 }
 
 fn mount_filesystem(

@@ -48,6 +48,9 @@ pub struct LoopImages {
     /// shows every user as the loop device's backing file
     /// (`/sys/block/loopN/loop/backing_file`, `losetup -a`).
     secrets: SecretSet,
+    /// Each loop device this call told the plugin of, with the image
+    /// (`st_dev`, `st_ino`) it was backed by then: see [`Self::image_behind`].
+    handed_out: Vec<(PathBuf, (u64, u64))>,
 }
 
 /// This driver's images, as found under the image dir's lock.
@@ -99,6 +102,7 @@ impl LoopImages {
             dir: None,
             attached_by_call: 0,
             secrets: SecretSet::new(),
+            handed_out: Vec::new(),
         }
     }
 
@@ -186,6 +190,32 @@ impl LoopImages {
     fn device_of(file: &File) -> Result<Option<PathBuf>, LoopError> {
         let meta = file.metadata().map_err(failed)?;
         loopdev::find_by_file(meta.dev(), meta.ino()).map_err(failed)
+    }
+
+    /// [`Self::device_of`], remembered as told to the plugin.
+    fn hand_out(&mut self, file: &File) -> Result<Option<PathBuf>, LoopError> {
+        let meta = file.metadata().map_err(failed)?;
+        let dev = Self::device_of(file)?;
+        if let Some(dev) = &dev {
+            self.handed_out
+                .push((dev.clone(), (meta.dev(), meta.ino())));
+        }
+        Ok(dev)
+    }
+
+    /// The image (`st_dev`, `st_ino`) `device` was backed by when this
+    /// call told the plugin of it, if it did. A loop device is a number
+    /// the kernel reuses: detached and re-attached meanwhile (by another
+    /// call), it is another volume's, and a plan naming it must not be
+    /// carried out as if it were the one the plugin looked up.
+    pub fn image_behind(&self, device: &Path) -> Option<(u64, u64)> {
+        let resolved = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let device = resolved(device);
+        self.handed_out
+            .iter()
+            .rev()
+            .find(|(d, _)| resolved(d) == device)
+            .map(|(_, image)| *image)
     }
 
     /// An exclusive lock on the image dir, held while counting and then
@@ -399,7 +429,7 @@ impl wit::Host for LoopImages {
 
     fn attach(&mut self, name: String) -> Result<String, LoopError> {
         let file = self.locked(&name)?;
-        if let Some(dev) = Self::device_of(&file)? {
+        if let Some(dev) = self.hand_out(&file)? {
             return Ok(dev.to_string_lossy().into_owned());
         }
         if self.attached_by_call >= self.limits.max_attaches_per_call {
@@ -432,6 +462,9 @@ impl wit::Host for LoopImages {
         let backing =
             reopen(&file).map_err(|e| failed(format!("cannot reopen image {name}: {e}")))?;
         let dev = loopdev::attach(&backing, false).map_err(failed)?;
+        let meta = file.metadata().map_err(failed)?;
+        self.handed_out
+            .push((dev.clone(), (meta.dev(), meta.ino())));
         self.attached_by_call += 1;
         Ok(dev.to_string_lossy().into_owned())
     }
@@ -440,7 +473,9 @@ impl wit::Host for LoopImages {
         let Some(file) = self.open(&name)? else {
             return Ok(None);
         };
-        Ok(Self::device_of(&file)?.map(|d| d.to_string_lossy().into_owned()))
+        Ok(self
+            .hand_out(&file)?
+            .map(|d| d.to_string_lossy().into_owned()))
     }
 
     fn detach(&mut self, name: String) -> Result<(), LoopError> {
@@ -470,7 +505,7 @@ impl LoopImages {
         let Some(file) = self.open(name)? else {
             return Ok(None);
         };
-        Self::device_of(&file)
+        self.hand_out(&file)
     }
 }
 
@@ -675,6 +710,13 @@ mod tests {
             call.create_image(format!("d{n}"), 1 << 20).unwrap();
         }
         let d0 = call.attach("d0".into()).unwrap();
+        // What the plugin was told, for the host to check before it mounts.
+        let d0_image = std::fs::metadata(dir.0.join("d0")).unwrap();
+        assert_eq!(
+            call.image_behind(Path::new(&d0)),
+            Some((d0_image.dev(), d0_image.ino()))
+        );
+        assert_eq!(call.image_behind(Path::new("/dev/loop-never")), None);
         call.attach("d1".into()).unwrap();
         // Already attached: no new attach.
         assert_eq!(call.attach("d0".into()).unwrap(), d0);
