@@ -492,6 +492,10 @@ fn fs_type_not_granted() {
     let a = m.mount_device(driver, &volume("pv-hostile", &[]));
     assert_refused(&a, driver, &["btrfs", "is not granted"]);
     assert_eq!(probe_fs_type(&m.device), None, "the device was formatted");
+    // A type no grant can list.
+    let a = m.mount_device(driver, &volume("pv-hostile", &[("planFsType", "ntfs")]));
+    assert_refused(&a, driver, &["'ntfs' is not supported"]);
+    assert_eq!(probe_fs_type(&m.device), None, "the device was formatted");
 }
 
 #[test]
