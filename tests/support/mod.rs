@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod lifecycle;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
