@@ -19,6 +19,9 @@ import time
 HOST = os.environ["FLEXWASM_BENCH_HOST"]
 RUNNER = os.environ["FLEXWASM_BENCH_RUNNER"]
 STATIC = os.environ["FLEXWASM_BENCH_STATIC"]
+# The static host built without Cranelift (`--no-default-features`): the
+# per-call binary; the full host precompiles at install.
+RUNTIME = os.environ["FLEXWASM_BENCH_RUNTIME_ONLY"]
 WASM = os.environ["FLEXWASM_BENCH_WASM"]
 ARRAY_SERVER = os.environ["FLEXWASM_BENCH_ARRAY_SERVER"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,6 +125,7 @@ loop_wasm = f"{WASM}/flexwasm_plugin_loop.wasm"
 loop_policy = f"{REPO}/plugins/loop/policy.toml"
 LOOP = install("flexwasm/loop", loop_wasm, loop_policy)
 LOOP_STATIC = install("flexwasm/loopstatic", loop_wasm, loop_policy, STATIC)
+LOOP_RUNTIME = install("flexwasm/looprt", loop_wasm, loop_policy, RUNTIME)
 LOOP_COLD = install("flexwasm/loopcold", loop_wasm, loop_policy)
 with open(f"{W}/state-probe.toml", "w") as f:
     f.write('plugin_sha256 = "auto"\n[limits]\ndeadline_seconds = 30\n[state]\nquota_kib = 1024\n[config]\n')
@@ -140,6 +144,9 @@ percall = [
     ("flexwasm static: init", [LOOP_STATIC, "init"]),
     ("flexwasm static: getvolumename", [LOOP_STATIC, "getvolumename", o]),
     ("flexwasm static: isattached", [LOOP_STATIC, "isattached", o, "node-1"]),
+    ("flexwasm runtime-only: init", [LOOP_RUNTIME, "init"]),
+    ("flexwasm runtime-only: getvolumename", [LOOP_RUNTIME, "getvolumename", o]),
+    ("flexwasm runtime-only: isattached", [LOOP_RUNTIME, "isattached", o, "node-1"]),
 ]
 print(f"per call: {len(percall)} commands x {RUNS} rounds, interleaved ...", file=sys.stderr)
 r = bench(percall, RUNS, 20)
@@ -247,7 +254,8 @@ server.wait(timeout=10)
 # --- 4. isattached sweep -----------------------------------------------------------------
 print(f"isattached sweep over {SWEEP} volumes ...", file=sys.stderr)
 sweep = {}
-for label, drv in (("native no-op", NATIVE), ("bash+jq", JQ), ("flexwasm", LOOP), ("flexwasm static", LOOP_STATIC)):
+for label, drv in (("native no-op", NATIVE), ("bash+jq", JQ), ("flexwasm", LOOP), ("flexwasm static", LOOP_STATIC),
+                   ("flexwasm runtime-only", LOOP_RUNTIME)):
     spec = [(f"v{i}", [drv, "isattached", opts(f"pv-{i:04d}"), "node-1"]) for i in range(SWEEP)]
     t = time.perf_counter()
     res = bench(spec, 1, 0)
@@ -323,6 +331,7 @@ def size(p):
     return os.stat(p).st_size
 report["sizes"] = {
     "host (dynamic, release)": size(HOST), "host (static musl)": size(STATIC),
+    "host (static musl, runtime-only)": size(RUNTIME),
     "loop.wasm": size(loop_wasm), "loop .plugin.cwasm": size(f"{PLUGINS}/flexwasm~loop/.plugin.cwasm"),
     "native no-op": size(NATIVE),
 }

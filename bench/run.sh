@@ -31,6 +31,10 @@ if [ -z "${FLEXWASM_BENCH_INNER:-}" ]; then
   cargo test --release --workspace --no-run >&2
   cargo build --release -p flexwasm-bench >&2
   CARGO_TARGET_DIR=target/guests cargo build --release --target x86_64-unknown-linux-musl -p flexwasm >&2
+  # The per-call host without Cranelift: wasmtime with other features, so
+  # a target dir of its own (it would rebuild the full one's otherwise).
+  CARGO_TARGET_DIR=target/runtime-only cargo build --release --target x86_64-unknown-linux-musl \
+    -p flexwasm --no-default-features >&2
   CARGO_TARGET_DIR=target/guests cargo build --release --target wasm32-wasip2 \
     -p flexwasm-plugin-loop -p flexwasm-plugin-tmpfs -p flexwasm-plugin-rest-array -p flexwasm-state-probe >&2
   echo "bench: build (incremental) took $(( ($(date +%s%N) - build_start) / 1000000 )) ms" >&2
@@ -46,6 +50,7 @@ if [ -z "${FLEXWASM_BENCH_INNER:-}" ]; then
   export FLEXWASM_BENCH_HOST=$PWD/$target/release/flexwasm
   export FLEXWASM_BENCH_RUNNER=$PWD/$target/release/flexwasm-bench
   export FLEXWASM_BENCH_STATIC=$PWD/target/guests/x86_64-unknown-linux-musl/release/flexwasm
+  export FLEXWASM_BENCH_RUNTIME_ONLY=$PWD/target/runtime-only/x86_64-unknown-linux-musl/release/flexwasm
   export FLEXWASM_BENCH_WASM=$PWD/target/guests/wasm32-wasip2/release
   export FLEXWASM_BENCH_ARRAY_SERVER=$PWD/$target/release/flexwasm-array-server
   # Mounts made while measuring live in a private mount namespace.

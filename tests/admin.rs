@@ -486,3 +486,78 @@ fn admin_output_into_a_closed_pipe_exits_quietly() {
         out.status
     );
 }
+
+/// The runtime-only host (the host built without Cranelift,
+/// `--no-default-features`; tests/test.sh builds it and names it in
+/// FLEXWASM_RUNTIME_ONLY_BIN) installed as the driver executable: it serves
+/// kubelet's calls from the code the full host precompiled at install; with
+/// that code gone it says so rather than compile, and a re-install writes
+/// the code again.
+#[test]
+fn runtime_only_host_serves_precompiled_calls_and_never_compiles() {
+    let test = "runtime_only_host_serves_precompiled_calls_and_never_compiles";
+    let Some(runtime_only) = std::env::var_os("FLEXWASM_RUNTIME_ONLY_BIN") else {
+        flexwasm::test_skip::skip(
+            test,
+            "FLEXWASM_RUNTIME_ONLY_BIN is not set (tests/test.sh builds the runtime-only host \
+             and sets it)",
+        );
+        return;
+    };
+    let runtime_only = PathBuf::from(runtime_only);
+    let sb = Sandbox::new();
+    let policy = tmpfs_policy(&sb);
+    let args = with(
+        install_args(&sb, "acme/tmpfs", &plugin_wasm("tmpfs")),
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--host-binary",
+            runtime_only.to_str().unwrap(),
+        ],
+    );
+    ok(&run(&sb, &args));
+    let dir = sb.plugin_dir.join("acme~tmpfs");
+    let driver = dir.join("tmpfs");
+    assert!(
+        std::fs::read(&driver).unwrap() == std::fs::read(&runtime_only).unwrap(),
+        "the driver executable is not the runtime-only host"
+    );
+    let call = || {
+        Command::new(&driver)
+            .arg("init")
+            .envs(sb.env())
+            .output()
+            .expect("run the driver")
+    };
+    let out = ok(&call());
+    assert!(out.contains("\"status\":\"Success\""), "{out}");
+
+    // Without the install-time code: a clear Failure, nothing compiled.
+    std::fs::remove_file(dir.join(".plugin.cwasm")).unwrap();
+    let out = call();
+    failed(
+        &out,
+        &["runtime-only build (no compiler)", "flexwasm install"],
+    );
+    assert!(
+        text(&out).starts_with("{\"status\":\"Failure\""),
+        "{}",
+        text(&out)
+    );
+    let cached: Vec<PathBuf> = paths_under(sb.root.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert!(
+        cached.is_empty(),
+        "the runtime-only host compiled: {cached:?}"
+    );
+
+    // The same install again is not "unchanged": the code is written again.
+    let out = ok(&run(&sb, &args));
+    assert!(!out.starts_with("unchanged"), "{out}");
+    assert!(dir.join(".plugin.cwasm").is_file());
+    let out = ok(&call());
+    assert!(out.contains("\"status\":\"Success\""), "{out}");
+}

@@ -12,6 +12,13 @@ skip_log=$(mktemp /tmp/flexwasm-skipped.XXXXXX)
 trap 'rm -f "$skip_log"' EXIT
 export FLEXWASM_SKIP_LOG=$skip_log
 
+# The runtime-only host (no Cranelift), for the test that installs it as a
+# driver executable: its own target dir, as wasmtime is built with other
+# features there (tests/admin.rs, runtime_only_host_...).
+CARGO_TARGET_DIR=target/runtime-only cargo build --release --target x86_64-unknown-linux-musl \
+  -p flexwasm --no-default-features || exit $?
+export FLEXWASM_RUNTIME_ONLY_BIN=$PWD/target/runtime-only/x86_64-unknown-linux-musl/release/flexwasm
+
 cargo test --release --workspace "$@"
 rc=$?
 

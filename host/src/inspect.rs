@@ -157,8 +157,13 @@ pub fn inspect(target: &Path, policy: Option<&Path>) -> anyhow::Result<Report> {
     };
 
     let engine = runtime::engine()?;
-    let component = wasmtime::component::Component::new(&engine, &wasm)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", wasm_path.display()))?;
+    let component =
+        crate::precompiled::compile(&engine, &wasm, &wasm_path).map_err(|e| match e {
+            crate::precompiled::LoadError::Invalid { reason, .. } => {
+                anyhow::anyhow!("{} is not a valid component: {reason}", wasm_path.display())
+            }
+            other => other.into(),
+        })?;
     let ty = component.component_type();
 
     let exports: Vec<Interface> = ty

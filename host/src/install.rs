@@ -164,8 +164,17 @@ fn read_existing(target: &Path, driver: &DriverName, engine_key: &str) -> Option
         wasm_sha256: sha_of(PLUGIN_FILE),
         host_sha256: sha_of(&driver.driver),
         policy_text: fs::read_to_string(target.join(POLICY_FILE)).ok(),
+        // Only while the code its key describes is there unchanged: a
+        // removed or altered `.plugin.cwasm` makes a re-install write it
+        // again (the runtime-only host cannot compile it at call time).
         precompiled_sha256: PrecompiledKey::read_trusted(&target.join(PRECOMPILED_KEY_FILE))
-            .filter(|k| k.engine == engine_key)
+            .filter(|k| {
+                k.engine == engine_key
+                    && FileStamp::read(&target.join(PRECOMPILED_FILE))
+                        .ok()
+                        .as_ref()
+                        == Some(&k.cwasm)
+            })
             .map(|k| k.wasm_sha256),
     })
 }

@@ -17,7 +17,6 @@
 //! reading and hashing it on every call (the per-call fast path).
 
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -45,13 +44,30 @@ pub enum LoadError {
     Invalid { path: PathBuf, reason: String },
     #[error("refusing to run the plugin: {0}")]
     Untrusted(String),
+    #[error(
+        "{path} has no precompiled code this host can load, and this flexwasm is the runtime-only \
+         build (no compiler): install the driver again with the full `flexwasm install`"
+    )]
+    NoCompiler { path: PathBuf },
 }
 
 /// A stable hex digest of what makes precompiled code compatible with `engine`.
+#[cfg(feature = "compiler")]
 pub fn engine_key(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+/// The runtime-only build cannot compute the compiler's digest (wasmtime
+/// offers it only with a compiler). It does not need to: it never writes
+/// precompiled code, and what it loads is checked by wasmtime itself at
+/// deserialization (its version, target, compiler flags, tunables and wasm
+/// features against this engine's), besides our own trust and pin checks.
+#[cfg(not(feature = "compiler"))]
+pub fn engine_key(_engine: &Engine) -> String {
+    "runtime-only".into()
 }
 
 /// What identifies one version of a file's content for our purposes.
@@ -255,7 +271,8 @@ fn try_deserialize(
     sha: &str,
     path: &Path,
 ) -> Option<Component> {
-    if key.engine != engine_key(engine) || key.wasm_sha256 != sha || !only_root_can_change(path) {
+    let engine_matches = !cfg!(feature = "compiler") || key.engine == engine_key(engine);
+    if !engine_matches || key.wasm_sha256 != sha || !only_root_can_change(path) {
         return None;
     }
     if FileStamp::read(path).ok()? != key.cwasm {
@@ -269,13 +286,36 @@ fn try_deserialize(
     unsafe { Component::deserialize_file(engine, path) }.ok()
 }
 
+/// Compile `wasm` (read from `path`) for `engine`: Cranelift, in the full
+/// build; the runtime-only build says it cannot.
 pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, LoadError> {
-    engine
-        .precompile_component(wasm)
-        .map_err(|e| LoadError::Invalid {
+    #[cfg(feature = "compiler")]
+    {
+        engine
+            .precompile_component(wasm)
+            .map_err(|e| LoadError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })
+    }
+    #[cfg(not(feature = "compiler"))]
+    {
+        let _ = (engine, wasm);
+        Err(LoadError::NoCompiler {
             path: path.to_path_buf(),
-            reason: format!("{e:#}"),
         })
+    }
+}
+
+/// [`precompile`] and load: a component of `wasm` for `engine`.
+pub fn compile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Component, LoadError> {
+    let bytes = precompile(engine, wasm, path)?;
+    // SAFETY: `bytes` was produced by `precompile_component` of this very
+    // engine a moment ago, in this process.
+    unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| LoadError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    })
 }
 
 /// The component: install-time file, else the cache, else compile (and cache).
