@@ -15,6 +15,7 @@ digests do not depend on the zlib on the build machine.
 Layer contents (FROM scratch: no shell, no libc; the host binary is static):
 
     /flexwasm                      0755  the static host (refused if it has an ELF interpreter or needs a shared library)
+    /flexwasm-runtime              0755  the static runtime-only host (no compiler), installed as each driver's executable
     /plugins/<name>.wasm           0644  each reference plugin
     /plugins/<name>.policy.toml    0644  its reference grant policy
 
@@ -110,6 +111,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host-bin", required=True, help="the static flexwasm binary")
     ap.add_argument(
+        "--runtime-bin",
+        required=True,
+        help="the static runtime-only flexwasm binary (built with --no-default-features)",
+    )
+    ap.add_argument(
         "--plugin",
         action="append",
         default=[],
@@ -128,7 +134,14 @@ def main() -> None:
 
     host = read(args.host_bin)
     arch = elf_static_arch(host, args.host_bin)
-    entries = [("flexwasm", 0o755, host), ("plugins", 0o755, None)]
+    runtime = read(args.runtime_bin)
+    if elf_static_arch(runtime, args.runtime_bin) != arch:
+        sys.exit(f"{args.runtime_bin} is not for {arch} like {args.host_bin}")
+    entries = [
+        ("flexwasm", 0o755, host),
+        ("flexwasm-runtime", 0o755, runtime),
+        ("plugins", 0o755, None),
+    ]
     for spec in args.plugin:
         name, sep, files = spec.partition("=")
         wasm, sep2, policy = files.partition(":")

@@ -524,6 +524,18 @@ PY
     d=$(cd "$kubelet_plugins" && compgen -G "*~loop" | head -1)
     LOOP_DRIVER=${d%~loop}/loop
     pass "${deploy_yaml#"$repo"/} DaemonSet rolled out and installed $d into kubelet's --volume-plugin-dir, found on its command line (kubectl apply)"
+    # The executable kubelet and the controller-manager run is the image's
+    # runtime-only host (--host-binary=/flexwasm-runtime): it has no
+    # compiler, which `inspect` (it compiles) says. Run under the name
+    # flexwasm: under its driver's name it is that driver.
+    mkdir -p "$work/installed-host" && cp "$kubelet_plugins/$d/loop" "$work/installed-host/flexwasm"
+    local said
+    said=$("$work/installed-host/flexwasm" inspect "$kubelet_plugins/$d" 2>&1 || true)
+    if [[ $said == *"runtime-only build (no compiler)"* ]]; then
+      pass "the installed driver executable is the runtime-only host (no compiler)"
+    else
+      fail "the installed driver executable is the runtime-only host (no compiler)" "$(tail -2 <<<"$said" | paste -sd'|')"
+    fi
 
     host_install tmpfs "${dirs[@]}" || return 1
   else

@@ -11,12 +11,15 @@ tests/deploy/validate.sh with the venv's python (PyYAML). Checks:
   and a docker-archive manifest.json naming the same config and layer;
 - the config: linux, the binary's architecture, entrypoint /flexwasm, the
   layer's diff_id;
-- the layer: exactly /flexwasm (0755), /plugins/ (0755) and, per reference
+- the layer: exactly /flexwasm (0755), /flexwasm-runtime (0755),
+  /plugins/ (0755) and, per reference
   plugin, /plugins/NAME.wasm (a component) and /plugins/NAME.policy.toml
   (the repo's, byte for byte), all 0644 regular files owned by 0:0, none
   setuid, one mtime;
-- /flexwasm is static: `readelf` finds no INTERP and no NEEDED, `file` says
-  statically linked; it prints `flexwasm VERSION`;
+- /flexwasm and /flexwasm-runtime are static: `readelf` finds no INTERP
+  and no NEEDED, `file` says statically linked; each prints
+  `flexwasm VERSION`; /flexwasm-runtime has no compiler (`inspect`, which
+  compiles, says so);
 - with that binary, every DaemonSet's ConfigMap policy grants everything
   its plugin imports (`flexwasm inspect` exits 0);
 - the CLI contract the DaemonSets rely on, once the binary has `daemon`
@@ -24,7 +27,9 @@ tests/deploy/validate.sh with the venv's python (PyYAML). Checks:
   `install --dry-run` with their arguments, under a temporary --root,
   writes nothing and does not print the config Secret's value; `install`
   puts the driver in the plugin dir and each --config-file value at the
-  policy's path under the root, 0600; `uninstall` removes the driver.
+  policy's path under the root, 0600; the driver executable is
+  /flexwasm-runtime and answers `init` from the code /flexwasm precompiled;
+  `uninstall` removes the driver.
 
 Prints one line per failure and "image: N passed, N failed".
 """
@@ -126,7 +131,7 @@ check(len(docker) == 1 and docker[0]["RepoTags"] == REFS
 entries = members(layer)
 check_entries(entries, "layer")
 plugins = sorted(n for n in os.listdir(os.path.join(REPO, "plugins")) if os.path.isdir(os.path.join(REPO, "plugins", n)))
-expected = {"flexwasm": 0o755, "plugins": 0o755}
+expected = {"flexwasm": 0o755, "flexwasm-runtime": 0o755, "plugins": 0o755}
 for name in plugins:
     expected[f"plugins/{name}.wasm"] = 0o644
     expected[f"plugins/{name}.policy.toml"] = 0o644
@@ -137,7 +142,8 @@ for name in plugins:
     with open(os.path.join(REPO, "plugins", name, "policy.toml"), "rb") as f:
         check(content.get(f"plugins/{name}.policy.toml") == f.read(), f"layer: plugins/{name}.policy.toml is the repo's")
     check((content.get(f"plugins/{name}.wasm") or b"")[:8] == COMPONENT_HEADER, f"layer: plugins/{name}.wasm is a wasm component")
-check(any(m.name == "flexwasm" and m.isreg() for m, _ in entries), "layer: /flexwasm is a regular file")
+for binary in ("flexwasm", "flexwasm-runtime"):
+    check(any(m.name == binary and m.isreg() for m, _ in entries), f"layer: /{binary} is a regular file")
 
 work = tempfile.mkdtemp(prefix="check-image.", dir=os.path.dirname(os.path.abspath(ARCHIVE)))
 os.chmod(work, 0o700)
@@ -152,13 +158,16 @@ try:
                 f.write(data)
             os.chmod(path, expected.get(name, 0o644))
     host = os.path.join(work, "image", "flexwasm")
+    runtime_host = os.path.join(work, "image", "flexwasm-runtime")
 
-    program = subprocess.run(["readelf", "-lW", host], capture_output=True, text=True).stdout
-    dynamic = subprocess.run(["readelf", "-dW", host], capture_output=True, text=True).stdout
-    check("Program Headers" in program and "INTERP" not in program, "/flexwasm: no ELF interpreter (readelf -l)")
-    check("(NEEDED)" not in dynamic, "/flexwasm: needs no shared library (readelf -d)")
-    described = subprocess.run(["file", "-b", host], capture_output=True, text=True).stdout
-    check("statically linked" in described or "static-pie linked" in described, f"/flexwasm: file says static ({described.strip()})")
+    for binary in (host, runtime_host):
+        shown = "/" + os.path.basename(binary)
+        program = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True).stdout
+        dynamic = subprocess.run(["readelf", "-dW", binary], capture_output=True, text=True).stdout
+        check("Program Headers" in program and "INTERP" not in program, f"{shown}: no ELF interpreter (readelf -l)")
+        check("(NEEDED)" not in dynamic, f"{shown}: needs no shared library (readelf -d)")
+        described = subprocess.run(["file", "-b", binary], capture_output=True, text=True).stdout
+        check("statically linked" in described or "static-pie linked" in described, f"{shown}: file says static ({described.strip()})")
     arch = {"x86-64": "amd64", "aarch64": "arm64"}
     elf_arch = next((v for k, v in arch.items() if k in described), None)
     check(config["architecture"] == elf_arch, f"config: architecture {config['architecture']} is the binary's ({elf_arch})")
@@ -178,6 +187,12 @@ try:
 
     r = run("--version")
     check(r.stdout.strip() == f"flexwasm {VERSION}", f"/flexwasm --version: flexwasm {VERSION} (got {r.stdout.strip()!r})")
+    r = subprocess.run([runtime_host, "--version"], capture_output=True, text=True, env=env, timeout=60)
+    check(r.stdout.strip() == f"flexwasm {VERSION}", f"/flexwasm-runtime --version: flexwasm {VERSION} (got {r.stdout.strip()!r})")
+    r = subprocess.run([runtime_host, "inspect", os.path.join(work, "image", "plugins", f"{plugins[0]}.wasm")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    check(r.returncode != 0 and "runtime-only build (no compiler)" in r.stdout + r.stderr,
+          f"/flexwasm-runtime has no compiler: inspect says so (exit {r.returncode}: {(r.stdout + r.stderr).strip()[-200:]})")
 
     # Every DaemonSet's policy grants what its plugin imports.
     daemonsets = {}
@@ -213,7 +228,7 @@ try:
             flag, eq, value = a.partition("=")
             if flag == "--root":
                 value = root
-            elif flag == "--plugin":
+            elif flag in ("--plugin", "--host-binary"):
                 value = os.path.join(work, "image", value.lstrip("/"))
             elif flag == "--policy":
                 value = os.path.join(work, f"{name}.policy.toml")
@@ -240,7 +255,15 @@ try:
         r = run("install", *translated)
         check(r.returncode == 0, f"{what}: install with the DaemonSet's arguments (exit {r.returncode}: {r.stderr.strip()[-300:]})")
         check(secret_value not in r.stdout + r.stderr, f"{what}: install does not print a --config-file value")
-        check(os.access(os.path.join(driver_dir, name), os.X_OK), f"{what}: install puts the driver at <root>/<plugin-dir>/flexwasm~{name}/{name}")
+        executable = os.path.join(driver_dir, name)
+        check(os.access(executable, os.X_OK), f"{what}: install puts the driver at <root>/<plugin-dir>/flexwasm~{name}/{name}")
+        if os.path.exists(executable):
+            with open(executable, "rb") as f, open(runtime_host, "rb") as g:
+                check(f.read() == g.read(), f"{what}: the driver executable is /flexwasm-runtime")
+            r = subprocess.run([executable, "init"], capture_output=True, text=True, env=env, timeout=60)
+            answer = r.stdout.strip()
+            check(r.returncode == 0 and answer.startswith('{"status":"Success"') and not r.stderr,
+                  f"{what}: the runtime-only driver answers init from the installed code (exit {r.returncode}: {answer[-300:]} {r.stderr[-200:]})")
         config = tomllib.loads(cm["data"]["policy.toml"]).get("config", {})
         for a in args:
             if a.startswith("--config-file="):

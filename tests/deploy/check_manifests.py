@@ -9,7 +9,8 @@ Run by tests/deploy/validate.sh with the venv's python (PyYAML). Checks:
 - each DaemonSet is what the driver needs: every node (control-plane and
   every taint tolerated), hostPID, privileged, the host's / at /host, the
   image's entrypoint (no shell, no command), `daemon` with the driver's
-  plugin, the mounted policy, --root=/host and --strict, no API token;
+  plugin, the mounted policy, --root=/host, --strict and
+  --host-binary=/flexwasm-runtime, no API token;
 - each ConfigMap policy is the plugin's reference policy (parsed, comments
   aside), with only the overrides listed below;
 - every --config-file KEY=FILE reads FILE from a Secret volume and fills a
@@ -190,6 +191,8 @@ for name in plugins:
     check(flags.get("plugin") == [f"/plugins/{name}.wasm"], f"{what}: --plugin=/plugins/{name}.wasm (in the image)")
     check(flags.get("root") == ["/host"], f"{what}: --root=/host")
     check(flags.get("strict") == [True], f"{what}: --strict (a grant that does not cover the plugin fails the pod, not every call)")
+    check(flags.get("host-binary") == ["/flexwasm-runtime"],
+          f"{what}: --host-binary=/flexwasm-runtime (kubelet and the controller-manager run the runtime-only host)")
 
     def mounted_from(path: str):
         """The volume a container path is read from, or None."""

@@ -10,7 +10,7 @@
 #    manifest with an unknown field must fail it;
 # 2. what the schema cannot see (tests/deploy/check_manifests.py);
 # 3. deploy/build-image.sh, twice: the same archive byte for byte; it
-#    refuses a dynamically linked host;
+#    refuses a dynamically linked host or runtime-only host;
 # 4. the archive's layout, files, modes, static binary, and the manifests'
 #    policies and CLI arguments against that binary
 #    (tests/deploy/check_image.py);
@@ -68,12 +68,21 @@ else
 fi
 rm -f "$out/flexwasm-image.first.tar"
 dynamic=$(readlink -f /bin/sh)
-if python3 deploy/oci_image.py --host-bin "$dynamic" --tag t --version 0 --epoch 0 --out "$out/dynamic.tar" 2>"$out/dynamic.err"; then
-  echo "FAIL oci_image.py took a dynamically linked host ($dynamic)"
-  status=1
-else
-  echo "image: a dynamically linked host is refused: $(cat "$out/dynamic.err")"
-fi
+static_host=${FLEXWASM_STATIC_HOST_BIN:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/flexwasm}
+# Either binary dynamically linked: refused, for that reason.
+for pair in "$dynamic $static_host" "$static_host $dynamic"; do
+  set -- $pair
+  if python3 deploy/oci_image.py --host-bin "$1" --runtime-bin "$2" --tag t --version 0 --epoch 0 \
+      --out "$out/dynamic.tar" 2>"$out/dynamic.err"; then
+    echo "FAIL oci_image.py took a dynamically linked binary ($dynamic)"
+    status=1
+  elif ! grep -q "dynamically linked" "$out/dynamic.err"; then
+    echo "FAIL oci_image.py refused ($1, $2) for another reason: $(cat "$out/dynamic.err")"
+    status=1
+  else
+    echo "image: a dynamically linked binary is refused: $(cat "$out/dynamic.err")"
+  fi
+done
 rm -f "$out/dynamic.tar" "$out/dynamic.err"
 
 version=$(python3 -c '
