@@ -316,3 +316,64 @@ fn concurrent_attach_of_one_volume_attaches_once() {
     sb.call("loop", &["detach", "pv-race", NODE])
         .assert_success();
 }
+
+/// ext4, xfs and btrfs volumes through the host's own mount/unmount: the
+/// pod dir is a bind of the device mount with nosuid,nodev and sees its
+/// files. (btrfs shows a subvolume's own anonymous device in st_dev, never
+/// mountinfo's: the host must still recognise its device mount.)
+#[test]
+fn every_block_filesystem_binds_into_the_pod_with_its_flags() {
+    if !privileged("every_block_filesystem_binds_into_the_pod_with_its_flags") {
+        return;
+    }
+    private_mount_namespace();
+    let sb = Sandbox::new();
+    let policy = sb.root.path().join("loop-btrfs.toml");
+    let text = std::fs::read_to_string(workspace_root().join("plugins/loop/policy.toml"))
+        .unwrap()
+        .replace(
+            "format = [\"ext4\", \"xfs\"]\nblock = [\"ext4\", \"xfs\"]",
+            "format = [\"ext4\", \"xfs\", \"btrfs\"]\nblock = [\"ext4\", \"xfs\", \"btrfs\"]",
+        );
+    assert!(
+        text.contains("\"btrfs\"]"),
+        "the loop policy's [mount] changed shape"
+    );
+    std::fs::write(&policy, text).unwrap();
+    sb.install_with_policy("loop", &plugin_wasm("loop"), Some(&policy));
+    for fs in ["ext4", "xfs", "btrfs"] {
+        let vol = format!("pv-bind-{fs}");
+        let volume = VolumeSpec::new(&vol, fs, &[("size", "320Mi")]);
+        let opts = |op| kubelet_options(op, &volume, None);
+        let attach = sb.call("loop", &["attach", &opts(Op::Attach), NODE]);
+        attach.assert_success();
+        let dev = attach.json["device"].as_str().expect("device").to_string();
+        let dmp = sb.device_mount_path("loop", &vol);
+        let dmp_s = dmp.to_str().unwrap();
+        sb.call(
+            "loop",
+            &["mountdevice", dmp_s, &dev, &opts(Op::MountDevice)],
+        )
+        .assert_success();
+        std::fs::write(dmp.join("hello.txt"), fs).unwrap();
+        let pod_dir = sb.pod_volume_dir("uid-bind", "loop", &vol);
+        let pod_s = pod_dir.to_str().unwrap();
+        let mount_opts = kubelet_options(Op::Mount, &volume, Some(&PodMount::new("uid-bind")));
+        sb.call_twice("loop", &["mount", pod_s, &mount_opts])
+            .assert_success();
+        let flags = mount_options_of(&pod_dir).expect("the pod dir is mounted");
+        assert!(
+            flags.contains(&"nosuid".into()) && flags.contains(&"nodev".into()),
+            "{fs}: {flags:?}"
+        );
+        assert_eq!(read_file(&pod_dir.join("hello.txt")), fs);
+        sb.call("loop", &["unmount", pod_s]).assert_success();
+        sb.call("loop", &["unmountdevice", dmp_s]).assert_success();
+        sb.call("loop", &["detach", &vol, NODE]).assert_success();
+        assert!(
+            !is_mounted(&pod_dir) && !is_mounted(&dmp),
+            "{fs}: left mounted"
+        );
+    }
+    assert!(loop_devices_under(sb.root.path()).is_empty());
+}

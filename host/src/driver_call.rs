@@ -688,13 +688,12 @@ fn bind_device_mount(
     // that would be bound into the pod. Held open, the device mount cannot
     // be unmounted meanwhile (the host never unmounts lazily).
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
+    // Its mount is checked by mount id (the kernel's, for the open file),
+    // not st_dev: btrfs reports a subvolume's own anonymous device there,
+    // never the one in mountinfo.
     let root = std::fs::File::open(&source)
         .map_err(|e| refused(format!("cannot open {}: {e}", source.display())))?;
-    let on = root
-        .metadata()
-        .map_err(|e| refused(format!("cannot stat {}: {e}", source.display())))?;
-    if (libc::major(on.dev()), libc::minor(on.dev())) != (mounted.major, mounted.minor) {
+    if mount_id_of(&root) != Some(mounted.mount_id) {
         return Err(refused(format!(
             "{} was unmounted meanwhile; run mountdevice again",
             source.display()
@@ -920,8 +919,10 @@ fn mount_block(
     let (fs_type, mount_options) = check_block_plan(ctx, plan, read_only)?;
     let device = blockdev::resolve_block_device(Path::new(&plan.device))?;
     let (major, minor) = blockdev::dev_numbers(&device)?;
-    // Held open until the mount: a loop device cannot then be detached and
-    // re-attached from another image (its detach waits for us).
+    // Held open until the mount: the loop device cannot then be re-attached
+    // to another image (LOOP_CONFIGURE fails while it is open); a detach
+    // meanwhile only marks it to clear itself once its last user (the
+    // mount, later) lets go.
     let _pinned = match looked_up {
         Some(image) => Some(pin_looked_up_loop_device(&device, image)?),
         None => None,
@@ -1052,6 +1053,16 @@ pub(crate) fn check_filesystem_plan<'p>(
     }
     let mount_options = checked_mount_options(ctx, fs_type, &plan.mount_options, read_only)?;
     Ok((fs_type, mount_options))
+}
+
+/// The id of the mount `file` was opened on (`mnt_id` in its fdinfo, the
+/// number mountinfo's first field shows).
+fn mount_id_of(file: &std::fs::File) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Open `device`, a loop device the plugin looked up in this call, and

@@ -1023,3 +1023,89 @@ fn a_noted_format_cut_short_is_wiped_and_made_again_on_that_device_only() {
     mount_fs(other.path(), &mnt, "ext4", true).expect("mount again");
     assert_eq!(fs::read(mnt.join("data")).expect("read"), b"keep");
 }
+
+#[test]
+fn a_note_never_wipes_a_whole_filesystem_only_what_a_cut_short_mkfs_leaves() {
+    if !privileged("a_note_never_wipes_a_whole_filesystem_only_what_a_cut_short_mkfs_leaves") {
+        return;
+    }
+    use super::mkfs::journal;
+    let tmp = TempDir::new("note-whole");
+    let notes = tmp.join("formats");
+    let mnt = tmp.dir("mnt");
+    let _m = MountGuard(mnt.clone());
+    let dev = LoopGuard::attach(&image(&tmp, "whole.img", 320 * MIB), false);
+    let id = journal::incarnation(dev.path())
+        .expect("incarnation")
+        .expect("known");
+    assert!(id.contains(" boot="), "{id}");
+
+    // A note left over (its format finished after all, or someone made a
+    // filesystem there since) over a whole ext4 holding data: not wiped,
+    // and the note is dropped.
+    mkfs::format(dev.path(), "ext4", &[]).expect("format");
+    mount_fs(dev.path(), &mnt, "ext4", false).expect("mount");
+    fs::write(mnt.join("data"), b"keep").expect("write");
+    assert!(unmount(&mnt).expect("unmount"));
+    journal::note(&notes, dev.path(), &id, "ext4").expect("note");
+    assert_eq!(
+        mkfs::recover_interrupted(dev.path(), &notes).expect("recover"),
+        None
+    );
+    assert_eq!(fs::read_dir(&notes).expect("notes").count(), 0, "note kept");
+    mount_fs(dev.path(), &mnt, "ext4", true).expect("mount again");
+    assert_eq!(fs::read(mnt.join("data")).expect("read"), b"keep");
+    assert!(unmount(&mnt).expect("unmount"));
+
+    // A whole xfs under a note for ext4, or for xfs: kept too.
+    zero_start(dev.path());
+    mkfs::format(dev.path(), "xfs", &[]).expect("format xfs");
+    for noted in ["ext4", "xfs"] {
+        journal::note(&notes, dev.path(), &id, noted).expect("note");
+        assert_eq!(
+            mkfs::recover_interrupted(dev.path(), &notes).expect("recover"),
+            None
+        );
+        assert!(matches!(
+            mkfs::probe(dev.path()).expect("probe"),
+            Signature::Filesystem { ref fs_type, .. } if fs_type == "xfs"
+        ));
+    }
+
+    // What a killed mkfs.xfs leaves: its superblock still flagged "mkfs in
+    // progress" (sb_inprogress, byte 126), which the kernel refuses to
+    // mount. Under a note for xfs it is wiped; under a note for ext4 not.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dev.path())
+            .expect("open");
+        f.write_all_at(&[1], 126)
+            .and_then(|()| f.sync_all())
+            .expect("flag");
+    }
+    assert!(
+        mount_fs(dev.path(), &mnt, "xfs", true).is_err(),
+        "the kernel mounted an xfs flagged in progress"
+    );
+    journal::note(&notes, dev.path(), &id, "ext4").expect("note");
+    assert_eq!(
+        mkfs::recover_interrupted(dev.path(), &notes).expect("recover"),
+        None
+    );
+    journal::note(&notes, dev.path(), &id, "xfs").expect("note");
+    assert_eq!(
+        mkfs::recover_interrupted(dev.path(), &notes).expect("recover"),
+        Some("xfs".to_string())
+    );
+    assert_eq!(mkfs::probe(dev.path()).expect("probe"), Signature::Blank);
+}
+
+/// Zero the first MiB of `device`.
+fn zero_start(device: &Path) {
+    let mut f = OpenOptions::new().write(true).open(device).expect("open");
+    f.write_all(&vec![0u8; MIB as usize])
+        .and_then(|()| f.sync_all())
+        .expect("zero");
+}

@@ -22,12 +22,20 @@
 //! "This very device" is its numbers plus what tells apart the media that
 //! can be behind the same numbers: the kernel's disk sequence number
 //! (Linux 5.15+; a new one for every loop attach and media change) and, for
-//! a loop device, its backing file (device, inode, offset). A note matches
-//! only when all of these are the same, so a plugin that attaches another
-//! image, or has its backend put another LUN, at the same numbers does not
-//! get that one wiped. Where neither is known (an older kernel, not a loop
-//! device), no note is taken and an interrupted format needs a person, as
-//! its error says.
+//! a loop device, its backing file (device, inode, offset), all in this
+//! boot (`boot_id`: disk sequence numbers and inode numbers start again
+//! after a reboot). A note matches only when all of these are the same, so
+//! a plugin that attaches another image, or has its backend put another
+//! LUN, at the same numbers does not get that one wiped. Where neither is
+//! known (an older kernel, not a loop device), no note is taken and an
+//! interrupted format needs a person, as its error says.
+//!
+//! And a matching note is only the first condition: the device must also
+//! still hold what a cut-short mkfs leaves — data no probe recognises, or
+//! an XFS superblock still flagged "mkfs in progress". A complete
+//! filesystem, a partition table or any other signature found under a note
+//! is never wiped (the format did finish, or something else is there
+//! now): the note is dropped instead.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -35,6 +43,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::super::{NodeError, Result, blockdev, loopdev};
+use super::Signature;
 
 const MAGIC: &str = "flexwasm-format v1";
 
@@ -67,8 +76,17 @@ pub fn incarnation(device: &Path) -> Result<Option<String>> {
     if diskseq.is_none() && backing.is_none() {
         return Ok(None);
     }
+    // Without the boot's identity a note could outlive the numbers it
+    // names: take none.
+    let Some(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(None);
+    };
     Ok(Some(format!(
-        "{major}:{minor} diskseq={} loop={}",
+        "{major}:{minor} diskseq={} loop={} boot={boot}",
         diskseq.as_deref().unwrap_or("-"),
         backing.as_deref().unwrap_or("-")
     )))
@@ -164,6 +182,7 @@ pub fn recover_interrupted(device: &Path, dir: &Path) -> Result<Option<String>> 
         return Ok(None);
     }
     let mut file = OpenOptions::new()
+        .read(true)
         .write(true)
         .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
         .open(&dev)
@@ -177,6 +196,20 @@ pub fn recover_interrupted(device: &Path, dir: &Path) -> Result<Option<String>> 
                 e,
             )
         })?;
+    // What is there now decides, not the note alone.
+    let found = super::probe(&dev)?;
+    let cut_short = match &found {
+        Signature::Filesystem { fs_type: found, .. } if found == "xfs" && fs_type == "xfs" => {
+            xfs_mkfs_in_progress(&file)?
+        }
+        other => other.is_unrecognised_data(),
+    };
+    if !cut_short {
+        // Blank (nothing to wipe), or a whole filesystem or other
+        // structure: never wiped. The note has done its work.
+        clear(dir, &id)?;
+        return Ok(None);
+    }
     let size = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
         .map_err(|e| NodeError::io(format!("cannot read the size of {}", dev.display()), e))?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))
@@ -197,6 +230,19 @@ pub fn recover_interrupted(device: &Path, dir: &Path) -> Result<Option<String>> 
     // afresh.
     clear(dir, &id)?;
     Ok(Some(fs_type))
+}
+
+/// Whether the XFS superblock at the start of `device` still has
+/// `sb_inprogress` set: mkfs.xfs sets it first and clears it last, and the
+/// kernel refuses to mount such a filesystem.
+fn xfs_mkfs_in_progress(device: &File) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    // struct xfs_dsb: sb_magicnum at 0, sb_inprogress (one byte) at 126.
+    let mut sb = [0u8; 128];
+    device
+        .read_exact_at(&mut sb, 0)
+        .map_err(|e| NodeError::io("cannot read the XFS superblock", e))?;
+    Ok(&sb[..4] == b"XFSB" && sb[126] != 0)
 }
 
 /// Temp files of [`note`]s cut short (their writer killed): no note, so

@@ -28,9 +28,18 @@ pub enum Signature {
     Other { what: String },
 }
 
+/// How [`classify_start`] names non-zero data no probe recognises.
+const UNRECOGNISED: &str = "unrecognised data";
+
 impl Signature {
     pub fn is_blank(&self) -> bool {
         matches!(self, Signature::Blank)
+    }
+
+    /// Non-zero data that blkid finds no signature in (what a mkfs killed
+    /// before it wrote its superblock leaves, among other things).
+    pub fn is_unrecognised_data(&self) -> bool {
+        matches!(self, Signature::Other { what } if what.starts_with(UNRECOGNISED))
     }
 }
 
@@ -138,7 +147,7 @@ pub(super) fn classify_start(bytes: &[u8]) -> Signature {
         None => Signature::Blank,
         Some(at) => Signature::Other {
             what: format!(
-                "unrecognised data (blkid finds no signature, but byte {at} of the first {} KiB is not zero; if the device is really unused, zero its start, e.g. with `dd if=/dev/zero bs=64K count=1`)",
+                "{UNRECOGNISED} (blkid finds no signature, but byte {at} of the first {} KiB is not zero; if the device is really unused, zero its start, e.g. with `dd if=/dev/zero bs=64K count=1`)",
                 bytes.len() / 1024
             ),
         },
