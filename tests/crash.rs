@@ -387,7 +387,6 @@ impl Classifier<'_> {
 /// Run the driver with `args` under ptrace, as [`Sandbox::call`] runs it,
 /// and kill it as `kill` says. `Kill::AfterDelay` is not traced.
 fn traced_call(sb: &Sandbox, args: &[String], kill: &Kill) -> Traced {
-    use std::io::Read;
     let mut cmd = Command::new(sb.driver_exe(DRIVER));
     cmd.args(args)
         .env_clear()
@@ -412,15 +411,8 @@ fn traced_call(sb: &Sandbox, args: &[String], kill: &Kill) -> Traced {
     let started = Instant::now();
     let mut child = cmd.spawn().expect("exec the driver");
     let pid = i32::try_from(child.id()).expect("pid fits i32");
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = child.stdout.take().map(|p| reader(Box::new(p)));
-    let stderr = child.stderr.take().map(|p| reader(Box::new(p)));
+    let stdout = child.stdout.take().map(|p| drain(Box::new(p)));
+    let stderr = child.stderr.take().map(|p| drain(Box::new(p)));
 
     let mut effects = Vec::new();
     let mut killed_at = None;

@@ -112,20 +112,29 @@ mod tests {
     use super::*;
     use crate::layout::DriverName;
 
-    #[test]
-    fn records_round_trip_and_are_per_path() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A driver layout in `dir`, and a device mount at `path`.
+    fn layout_and_mount(dir: &Path, path: &str) -> (DriverLayout, DeviceMount) {
         let mut layout = DriverLayout::for_driver(
             DriverName::parse("acme/x").unwrap(),
-            dir.path().join("plugins/acme~x"),
+            dir.join("plugins/acme~x"),
         );
-        layout.state_dir = dir.path().join("state");
+        layout.state_dir = dir.join("state");
         let m = DeviceMount {
-            path: "/k/plugins/kubernetes.io/flexvolume/acme/x/mounts/v".into(),
+            path: path.into(),
             device: "/dev/loop7".into(),
             fs_type: "ext4".into(),
             volume: "ab12".into(),
         };
+        (layout, m)
+    }
+
+    #[test]
+    fn records_round_trip_and_are_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, m) = layout_and_mount(
+            dir.path(),
+            "/k/plugins/kubernetes.io/flexvolume/acme/x/mounts/v",
+        );
         assert_eq!(lookup(&layout, &m.path), None);
         record(&layout, &m).unwrap();
         assert_eq!(lookup(&layout, &m.path), Some(m.clone()));
@@ -138,17 +147,7 @@ mod tests {
     #[test]
     fn temp_files_of_killed_writers_are_removed_by_the_next_record() {
         let dir = tempfile::tempdir().unwrap();
-        let mut layout = DriverLayout::for_driver(
-            DriverName::parse("acme/x").unwrap(),
-            dir.path().join("plugins/acme~x"),
-        );
-        layout.state_dir = dir.path().join("state");
-        let m = DeviceMount {
-            path: "/k/mounts/v".into(),
-            device: "/dev/loop7".into(),
-            fs_type: "ext4".into(),
-            volume: "ab12".into(),
-        };
+        let (layout, m) = layout_and_mount(dir.path(), "/k/mounts/v");
         record(&layout, &m).unwrap();
         let records = record_path(&layout, &m.path)
             .parent()

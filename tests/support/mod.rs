@@ -660,7 +660,6 @@ impl Sandbox {
 
     /// Start a call exactly as [`Sandbox::call`] does, without waiting.
     pub fn spawn(&self, driver: &str, args: &[&str]) -> RunningCall {
-        use std::io::Read;
         use std::process::Stdio;
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let started = std::time::Instant::now();
@@ -675,15 +674,8 @@ impl Sandbox {
             .spawn()
             .expect("exec driver");
         // Drain both pipes while the driver runs, so a flood cannot block it.
-        let reader = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                buf
-            })
-        };
-        let stdout = child.stdout.take().map(|p| reader(Box::new(p)));
-        let stderr = child.stderr.take().map(|p| reader(Box::new(p)));
+        let stdout = child.stdout.take().map(|p| drain(Box::new(p)));
+        let stderr = child.stderr.take().map(|p| drain(Box::new(p)));
         RunningCall {
             args,
             pid: i32::try_from(child.id()).expect("pid fits i32"),
@@ -958,4 +950,15 @@ pub fn folded(text: &str) -> String {
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Read `pipe` to its end on a thread of its own (a child's stdout or
+/// stderr, drained while it runs so a flood cannot block it).
+pub fn drain(mut pipe: Box<dyn std::io::Read + Send>) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
 }
