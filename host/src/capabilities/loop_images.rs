@@ -194,13 +194,22 @@ impl LoopImages {
 
     /// [`Self::device_of`], remembered as told to the plugin.
     fn hand_out(&mut self, file: &File) -> Result<Option<PathBuf>, LoopError> {
-        let meta = file.metadata().map_err(failed)?;
         let dev = Self::device_of(file)?;
         if let Some(dev) = &dev {
-            self.handed_out
-                .push((dev.clone(), (meta.dev(), meta.ino())));
+            self.remember(dev, file)?;
         }
         Ok(dev)
+    }
+
+    /// Note that the plugin was told `device` is backed by `image`. One
+    /// entry per device (the latest): a plugin asking again and again
+    /// does not grow the list.
+    fn remember(&mut self, device: &Path, image: &File) -> Result<(), LoopError> {
+        let meta = image.metadata().map_err(failed)?;
+        self.handed_out.retain(|(d, _)| d != device);
+        self.handed_out
+            .push((device.to_path_buf(), (meta.dev(), meta.ino())));
+        Ok(())
     }
 
     /// The image (`st_dev`, `st_ino`) `device` was backed by when this
@@ -462,9 +471,7 @@ impl wit::Host for LoopImages {
         let backing =
             reopen(&file).map_err(|e| failed(format!("cannot reopen image {name}: {e}")))?;
         let dev = loopdev::attach(&backing, false).map_err(failed)?;
-        let meta = file.metadata().map_err(failed)?;
-        self.handed_out
-            .push((dev.clone(), (meta.dev(), meta.ino())));
+        self.remember(&dev, &file)?;
         self.attached_by_call += 1;
         Ok(dev.to_string_lossy().into_owned())
     }
