@@ -538,7 +538,11 @@ fn runtime_only_host_serves_precompiled_calls_and_never_compiles() {
     let out = call();
     failed(
         &out,
-        &["runtime-only build (no compiler)", "flexwasm install"],
+        &[
+            "runtime-only build (no compiler)",
+            "flexwasm install",
+            ".plugin.cwasm is missing",
+        ],
     );
     assert!(
         text(&out).starts_with("{\"status\":\"Failure\""),
@@ -560,4 +564,49 @@ fn runtime_only_host_serves_precompiled_calls_and_never_compiles() {
     assert!(dir.join(".plugin.cwasm").is_file());
     let out = ok(&call());
     assert!(out.contains("\"status\":\"Success\""), "{out}");
+
+    // Changed after install (even by root): not loaded, and said why.
+    let cwasm = dir.join(".plugin.cwasm");
+    let mut code = std::fs::read(&cwasm).unwrap();
+    code.truncate(code.len() / 2);
+    std::fs::write(&cwasm, &code).unwrap();
+    failed(
+        &call(),
+        &["runtime-only build", "changed after it was written"],
+    );
+    // Its key rewritten to vouch for the damaged file: wasmtime's own
+    // check refuses it, and the Failure carries its reason.
+    let key_file = dir.join(".plugin.cwasm.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let meta = std::fs::metadata(&cwasm).unwrap();
+    let stamp = {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        format!(
+            "cwasm-stat {} {} {} {}",
+            meta.ino(),
+            meta.size(),
+            ns(meta.mtime(), meta.mtime_nsec()),
+            ns(meta.ctime(), meta.ctime_nsec())
+        )
+    };
+    let key: String = key
+        .lines()
+        .map(|l| {
+            if l.starts_with("cwasm-stat ") {
+                stamp.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(&key_file, &key).unwrap();
+    failed(&call(), &["runtime-only build", "wasmtime cannot load"]);
+    // A key of another flexwasm version: said so.
+    std::fs::write(&key_file, key.replace("precompiled v3", "precompiled v2")).unwrap();
+    failed(
+        &call(),
+        &["written by another flexwasm version (flexwasm-precompiled v2)"],
+    );
 }

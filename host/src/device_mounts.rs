@@ -59,24 +59,18 @@ pub fn record(layout: &DriverLayout, m: &DeviceMount) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Temp files of records whose writer was killed before its rename
-/// (`.<name>.tmp-<pid>`, see `write_atomic`): nothing reads them, so they
-/// would pile up, one per such kill. Only those whose writer is gone.
+/// Temp files of records whose writer was killed before its rename (see
+/// `write_atomic`): nothing reads them, so they would pile up, one per such
+/// kill. Only those whose writer is gone.
 fn remove_orphaned_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.starts_with('.'))
-            .and_then(|n| n.rsplit_once(".tmp-"))
-            .map(|(_, pid)| pid)
-        else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+        if let (Some(name), Ok(meta)) = (name.to_str(), entry.metadata())
+            && crate::precompiled::is_orphaned_temp_file(name, &meta)
+        {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -153,14 +147,35 @@ mod tests {
             .parent()
             .unwrap()
             .to_path_buf();
-        // A writer SIGKILLed before its rename (no such pid), and one
-        // still writing (this process).
-        let dead = records.join(".abc.tmp-4194304999");
-        let live = records.join(format!(".abc.tmp-{}", std::process::id()));
-        std::fs::write(&dead, "x").unwrap();
-        std::fs::write(&live, "x").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+        // A writer SIGKILLed before its rename (no such pid), one still
+        // writing (this process), one of another pid namespace (whose pid
+        // says nothing here) and one from before names carried the
+        // namespace: only the first is known gone.
+        let dead = records.join(format!(".abc.tmp-{ns}-4194304999"));
+        let live = records.join(format!(".abc.tmp-{ns}-{}", std::process::id()));
+        let elsewhere = records.join(format!(".abc.tmp-{}-4194304999", ns + 1));
+        let legacy = records.join(".abc.tmp-4194304999");
+        for file in [&dead, &live, &elsewhere, &legacy] {
+            std::fs::write(file, "x").unwrap();
+        }
         record(&layout, &m).unwrap();
         assert!(!dead.exists());
+        assert!(live.exists() && elsewhere.exists() && legacy.exists());
+        // Older than any call lives: gone, whoever wrote them.
+        let long_ago = std::time::SystemTime::now()
+            - std::time::Duration::from_secs(crate::policy::MAX_DEADLINE_SECS + 120);
+        for file in [&elsewhere, &legacy] {
+            std::fs::File::options()
+                .write(true)
+                .open(file)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        record(&layout, &m).unwrap();
+        assert!(!elsewhere.exists() && !legacy.exists());
         assert!(live.exists());
         assert_eq!(lookup(&layout, &m.path), Some(m));
     }

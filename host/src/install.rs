@@ -212,7 +212,9 @@ pub fn install(req: &InstallRequest) -> anyhow::Result<Installed> {
     // Compile now, so no kubelet call ever has to; this also proves the
     // file is a valid component and that we can link every import.
     let t = Instant::now();
-    let cwasm = precompiled::precompile(&engine, &wasm, &req.plugin)?;
+    let cwasm = precompiled::precompile(&engine, &wasm, &req.plugin, || {
+        "installing compiles it".into()
+    })?;
     let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
     // SAFETY: `cwasm` was produced by this engine a moment ago.
     let component = unsafe { wasmtime::component::Component::deserialize(&engine, &cwasm) }

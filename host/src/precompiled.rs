@@ -26,7 +26,7 @@ use crate::digest::sha256_hex;
 use crate::layout::DriverLayout;
 use crate::trust::only_root_can_change;
 
-const KEY_MAGIC: &str = "flexwasm-precompiled v2";
+const KEY_MAGIC: &str = "flexwasm-precompiled v3";
 
 /// Why the plugin's code could not be loaded: plugin.wasm is missing,
 /// unreadable, untrusted or not a component.
@@ -45,10 +45,11 @@ pub enum LoadError {
     #[error("refusing to run the plugin: {0}")]
     Untrusted(String),
     #[error(
-        "{path} has no precompiled code this host can load, and this flexwasm is the runtime-only \
-         build (no compiler): install the driver again with the full `flexwasm install`"
+        "{path} has no precompiled code this host can load ({why}), and this flexwasm is the \
+         runtime-only build (no compiler): install the driver again with the full `flexwasm \
+         install`"
     )]
-    NoCompiler { path: PathBuf },
+    NoCompiler { path: PathBuf, why: String },
 }
 
 /// A stable hex digest of what makes precompiled code compatible with `engine`.
@@ -70,10 +71,13 @@ pub fn engine_key(_engine: &Engine) -> String {
     "runtime-only".into()
 }
 
-/// What identifies one version of a file's content for our purposes.
+/// What identifies one version of a file's content for our purposes: of
+/// the file at a known path, so no device number (`st_dev` of a btrfs
+/// subvolume or an overlay is given out at mount time and changes across
+/// reboots, which would make every install-time file look changed; a file
+/// of another filesystem mounted over the path still differs in ctime).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStamp {
-    dev: u64,
     ino: u64,
     size: u64,
     mtime_ns: i128,
@@ -83,7 +87,6 @@ pub struct FileStamp {
 impl FileStamp {
     pub fn of(meta: &fs::Metadata) -> Self {
         FileStamp {
-            dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
@@ -97,15 +100,14 @@ impl FileStamp {
 
     fn render(&self) -> String {
         format!(
-            "{} {} {} {} {}",
-            self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns
+            "{} {} {} {}",
+            self.ino, self.size, self.mtime_ns, self.ctime_ns
         )
     }
 
     fn parse(s: &str) -> Option<Self> {
         let mut it = s.split(' ');
         let stamp = FileStamp {
-            dev: it.next()?.parse().ok()?,
             ino: it.next()?.parse().ok()?,
             size: it.next()?.parse().ok()?,
             mtime_ns: it.next()?.parse().ok()?,
@@ -171,7 +173,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<Fil
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{}", temp_suffix()));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .create(true)
@@ -189,6 +191,57 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<Fil
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// What [`write_atomic`] appends to a temp file's name: its writer, as
+/// `.tmp-<pid namespace inode>-<pid>`. A pid alone names no process across
+/// pid namespaces (kubelet in a container and a DaemonSet on the host share
+/// these dirs): two writers could share a temp file, and a live writer in
+/// another namespace could look gone.
+fn temp_suffix() -> String {
+    format!(
+        ".tmp-{}-{}",
+        pid_namespace().unwrap_or(0),
+        std::process::id()
+    )
+}
+
+fn pid_namespace() -> Option<u64> {
+    fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// No call outlives its deadline (at most [`crate::policy::MAX_DEADLINE_SECS`])
+/// by more than the answer grace: a temp file this old has no live writer,
+/// whichever namespace it ran in.
+const TEMP_FILE_MAX_AGE: std::time::Duration =
+    std::time::Duration::from_secs(crate::policy::MAX_DEADLINE_SECS + 60);
+
+/// Whether `name` (in a dir [`write_atomic`] writes to) is a temp file
+/// whose writer is gone: killed before its rename, so nothing will ever
+/// read or rename it. Its writer is gone when it ran in this pid namespace
+/// and its pid is no more, or whatever its namespace, when the file is
+/// older than any call lives.
+pub fn is_orphaned_temp_file(name: &str, meta: &fs::Metadata) -> bool {
+    let Some((_, writer)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else {
+        return false;
+    };
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > TEMP_FILE_MAX_AGE);
+    let gone_here = match writer.split_once('-') {
+        Some((ns, pid)) => {
+            ns.parse::<u64>()
+                .ok()
+                .is_some_and(|ns| Some(ns) == pid_namespace())
+                && pid.parse::<u32>().is_ok()
+                && !Path::new("/proc").join(pid).exists()
+        }
+        // Written before temp names carried the namespace: by age only.
+        None => false,
+    };
+    gone_here || (old && writer.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
 }
 
 /// plugin.wasm, identified: its SHA-256, and its bytes if they had to be read.
@@ -270,27 +323,43 @@ fn try_deserialize(
     key: &PrecompiledKey,
     sha: &str,
     path: &Path,
-) -> Option<Component> {
-    let engine_matches = !cfg!(feature = "compiler") || key.engine == engine_key(engine);
-    if !engine_matches || key.wasm_sha256 != sha || !only_root_can_change(path) {
-        return None;
+) -> Result<Component, String> {
+    let shown = path.display();
+    if cfg!(feature = "compiler") && key.engine != engine_key(engine) {
+        return Err(format!("{shown} was compiled by another engine"));
     }
-    if FileStamp::read(path).ok()? != key.cwasm {
-        return None;
+    if key.wasm_sha256 != sha {
+        return Err(format!("{shown} was compiled from another plugin.wasm"));
+    }
+    if !only_root_can_change(path) {
+        return Err(format!(
+            "{shown} is missing, or not a file only root can change"
+        ));
+    }
+    if FileStamp::read(path).map_err(|e| format!("{shown}: {e}"))? != key.cwasm {
+        return Err(format!("{shown} changed after it was written"));
     }
     // SAFETY: `path` is a regular file only root can change, in a directory
     // only root can change; its key (itself only root-changeable) says this
     // host wrote it from this plugin's SHA-256 with this engine, and its
     // inode/size/mtime/ctime are unchanged since (so it was not modified).
     // wasmtime checks its header, version and engine configuration too.
-    unsafe { Component::deserialize_file(engine, path) }.ok()
+    unsafe { Component::deserialize_file(engine, path) }
+        .map_err(|e| format!("wasmtime cannot load {shown}: {e:#}"))
 }
 
 /// Compile `wasm` (read from `path`) for `engine`: Cranelift, in the full
-/// build; the runtime-only build says it cannot.
-pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, LoadError> {
+/// build; the runtime-only build says it cannot, and `why` there was
+/// nothing precompiled to load.
+pub fn precompile(
+    engine: &Engine,
+    wasm: &[u8],
+    path: &Path,
+    why: impl FnOnce() -> String,
+) -> Result<Vec<u8>, LoadError> {
     #[cfg(feature = "compiler")]
     {
+        let _ = why;
         engine
             .precompile_component(wasm)
             .map_err(|e| LoadError::Invalid {
@@ -303,13 +372,14 @@ pub fn precompile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Vec<u8>, 
         let _ = (engine, wasm);
         Err(LoadError::NoCompiler {
             path: path.to_path_buf(),
+            why: why(),
         })
     }
 }
 
 /// [`precompile`] and load: a component of `wasm` for `engine`.
 pub fn compile(engine: &Engine, wasm: &[u8], path: &Path) -> Result<Component, LoadError> {
-    let bytes = precompile(engine, wasm, path)?;
+    let bytes = precompile(engine, wasm, path, || "asked to compile".into())?;
     // SAFETY: `bytes` was produced by `precompile_component` of this very
     // engine a moment ago, in this process.
     unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| LoadError::Invalid {
@@ -324,15 +394,18 @@ pub fn component(
     layout: &DriverLayout,
     id: &PluginIdentity,
 ) -> Result<(Component, LoadedFrom), LoadError> {
-    if let Some(key) = &id.key
-        && let Some(c) = try_deserialize(engine, key, &id.sha256, &layout.precompiled())
-    {
-        return Ok((c, LoadedFrom::Precompiled));
-    }
+    let installed = match &id.key {
+        Some(key) => try_deserialize(engine, key, &id.sha256, &layout.precompiled()),
+        None => Err(why_no_key(&layout.precompiled_key())),
+    };
+    let why_not_installed = match installed {
+        Ok(c) => return Ok((c, LoadedFrom::Precompiled)),
+        Err(why) => why,
+    };
     let cache_file = cache_path(layout, &id.sha256, engine);
     let cache_key_file = cache_file.with_extension("key");
     if let Some(key) = PrecompiledKey::read_trusted(&cache_key_file)
-        && let Some(c) = try_deserialize(engine, &key, &id.sha256, &cache_file)
+        && let Ok(c) = try_deserialize(engine, &key, &id.sha256, &cache_file)
     {
         return Ok((c, LoadedFrom::Cache));
     }
@@ -346,7 +419,7 @@ pub fn component(
             &read
         }
     };
-    let bytes = precompile(engine, wasm, &wasm_path)?;
+    let bytes = precompile(engine, wasm, &wasm_path, || why_not_installed)?;
     // Best effort: a read-only state dir must not fail the call.
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -377,6 +450,23 @@ pub fn component(
     Ok((component, LoadedFrom::Compiled))
 }
 
+/// Why the key file at `path` was not read (only asked on failure).
+fn why_no_key(path: &Path) -> String {
+    let shown = path.display();
+    match fs::read_to_string(path) {
+        Err(e) => format!("its key file {shown}: {e}"),
+        Ok(_) if !only_root_can_change(path) => {
+            format!("its key file {shown} is not a file only root can change")
+        }
+        Ok(text) => match text.lines().next() {
+            Some(first) if first != KEY_MAGIC && first.starts_with("flexwasm-precompiled ") => {
+                format!("its key file {shown} was written by another flexwasm version ({first})")
+            }
+            _ => format!("its key file {shown} is malformed"),
+        },
+    }
+}
+
 pub fn cache_path(layout: &DriverLayout, sha: &str, engine: &Engine) -> PathBuf {
     layout
         .compile_cache_dir()
@@ -390,7 +480,6 @@ mod tests {
     #[test]
     fn key_round_trips_and_rejects_junk() {
         let stamp = FileStamp {
-            dev: 1,
             ino: 2,
             size: 3,
             mtime_ns: 4,
@@ -404,8 +493,15 @@ mod tests {
         };
         assert_eq!(PrecompiledKey::parse(&key.render()), Some(key.clone()));
         assert_eq!(PrecompiledKey::parse("flexwasm-precompiled v1\n"), None);
+        // v2 keys had a device number in each stamp: not read (the driver
+        // is installed again, or its code compiled again).
+        let v2 = key
+            .render()
+            .replace("v3", "v2")
+            .replace("wasm-stat ", "wasm-stat 7 ");
+        assert_eq!(PrecompiledKey::parse(&v2), None);
         assert_eq!(
-            PrecompiledKey::parse(&key.render().replace("cwasm-stat 1", "cwasm-stat x")),
+            PrecompiledKey::parse(&key.render().replace("cwasm-stat 2", "cwasm-stat x")),
             None
         );
     }
