@@ -175,6 +175,18 @@ impl LoopImages {
         }
     }
 
+    /// Whether `name` is still the file `file` is open on.
+    fn still_named(&mut self, name: &str, file: &File) -> Result<bool, LoopError> {
+        let held = file.metadata().map_err(failed)?;
+        Ok(match self.open(name)? {
+            Some(now) => {
+                let now = now.metadata().map_err(failed)?;
+                (now.dev(), now.ino()) == (held.dev(), held.ino())
+            }
+            None => false,
+        })
+    }
+
     fn open_existing(&mut self, name: &str) -> Result<File, LoopError> {
         self.open(name)?
             .ok_or_else(|| LoopError::NotFound(format!("image {name} does not exist")))
@@ -350,19 +362,43 @@ impl wit::Host for LoopImages {
         // here is what lets the retry of that call work. Left empty, it
         // would attach as a 0-byte device that no mkfs or mount can use.
         let size_of = |f: &File| f.metadata().map(|m| m.len()).map_err(failed);
-        if let Some(existing) = self.open(&name)? {
-            let len = size_of(&existing)?;
-            if len > 0 {
-                return Ok(len);
-            }
+        let lock = |f: File, how: FlockArg| {
+            Flock::lock(f, how).map_err(|(_, e)| failed(format!("cannot lock image {name}: {e}")))
+        };
+        // Lock order: an image's own lock, then the dir lock. An unfinished
+        // image is finished under its own lock, so no attach (which takes
+        // it, and refuses an empty image) sees it half done.
+        let mut unfinished = match self.open(&name)? {
+            Some(existing) if size_of(&existing)? > 0 => return size_of(&existing),
+            Some(existing) => Some(lock(existing, FlockArg::LockExclusive)?),
+            None => None,
+        };
+        // Removed (or replaced) while we waited for its lock: what we hold
+        // is no longer the image of that name.
+        if let Some(locked) = &unfinished
+            && !self.still_named(&name, locked)?
+        {
+            return Err(failed(format!(
+                "image {name} was removed or replaced while this call waited for it; try again"
+            )));
         }
         let _dir_lock = self.lock_dir()?;
-        // Another call may have created (or finished) it while we waited
-        // for the lock.
-        let unfinished = match self.open(&name)? {
-            Some(existing) if size_of(&existing)? > 0 => return size_of(&existing),
-            unfinished => unfinished,
-        };
+        // Another call may have created or finished it while we waited for
+        // a lock. Creating and sizing happen under the dir lock, so an
+        // empty image found now is one whose creator was killed; its own
+        // lock is only tried (waiting for it under the dir lock could wait
+        // on a call waiting for the dir lock).
+        match &unfinished {
+            Some(locked) if size_of(locked)? > 0 => return size_of(locked),
+            Some(_) => {}
+            None => match self.open(&name)? {
+                Some(existing) if size_of(&existing)? > 0 => return size_of(&existing),
+                Some(existing) => {
+                    unfinished = Some(lock(existing, FlockArg::LockExclusiveNonblock)?);
+                }
+                None => {}
+            },
+        }
         let census = self.census()?;
         // An unfinished image is counted already.
         if unfinished.is_none() && census.count >= self.limits.max_images {
@@ -376,21 +412,31 @@ impl wit::Host for LoopImages {
             )));
         }
         self.check_room(&census, size_bytes)?;
-        let dir = self.dir()?;
-        let file = match unfinished {
-            Some(file) => file,
-            None => match dir.open_with(
-                &name,
-                OpenOptions::new().read(true).write(true).create_new(true),
-            ) {
-                Ok(f) => f.into_std(),
-                Err(e) => return Err(failed(format!("cannot create image {name}: {e}"))),
-            },
+        let created;
+        let file: &File = match &unfinished {
+            Some(locked) => locked,
+            None => {
+                created = match self.dir()?.open_with(
+                    &name,
+                    OpenOptions::new().read(true).write(true).create_new(true),
+                ) {
+                    Ok(f) => f.into_std(),
+                    Err(e) => return Err(failed(format!("cannot create image {name}: {e}"))),
+                };
+                &created
+            }
         };
         // Sparse: set_len allocates nothing.
         file.set_len(size_bytes)
             .and_then(|_| file.sync_all())
             .map_err(|e| failed(format!("cannot size image {name}: {e}")))?;
+        // Attached while empty (by a host before attach refused that): the
+        // device learns its size.
+        if unfinished.is_some()
+            && let Some(dev) = Self::device_of(file)?
+        {
+            loopdev::set_capacity(&dev).map_err(failed)?;
+        }
         Ok(size_bytes)
     }
 
@@ -450,6 +496,15 @@ impl wit::Host for LoopImages {
             )));
         }
         let _dir_lock = self.lock_dir()?;
+        // Sized under the dir lock: an empty image is one whose creation
+        // was cut short. Attached, it would be a 0-byte device no mkfs or
+        // mount can use, which a later sizing does not grow.
+        if file.metadata().map_err(failed)?.len() == 0 {
+            return Err(failed(format!(
+                "image {name} is empty (its creation was cut short): create it again \
+                 (create-image finishes it) before attaching it"
+            )));
+        }
         let census = self.census()?;
         let attached = Self::attached_from_images(&census)?;
         if attached >= self.limits.max_attached {
@@ -659,6 +714,11 @@ mod tests {
         // What a call SIGKILLed between creating the file and sizing it
         // leaves (tests/crash.rs): an empty image, counted as one.
         std::fs::File::create(dir.0.join("pv1.img")).unwrap();
+        // Attached as it is, it would be a 0-byte device.
+        refused(
+            images.attach("pv1.img".into()),
+            &["image pv1.img is empty", "create it again"],
+        );
         assert_eq!(
             images.create_image("pv1.img".into(), 4 << 20).unwrap(),
             4 << 20
