@@ -79,6 +79,20 @@ pub enum Call {
 }
 
 impl Call {
+    /// The volume a call attaches, detaches or expands (its
+    /// `pvOrVolumeName`, or detach's name), whose calls the host runs one
+    /// at a time; `None` for every other call, and when it has no name.
+    pub fn changed_volume(&self) -> Option<String> {
+        let name = match self {
+            Call::Detach { volume, .. } => volume.clone(),
+            Call::Attach { options, .. } | Call::ExpandVolume { options, .. } => {
+                options.get(crate::options::VOLUME_NAME)?.to_string()
+            }
+            _ => return None,
+        };
+        (!name.is_empty()).then_some(name)
+    }
+
     /// The op name as kubelet spells it.
     pub fn op(&self) -> &'static str {
         match self {

@@ -277,6 +277,19 @@ fn run_call(
     supervisor.arm_watchdog(deadline, limits.deadline, format!("the {} call", call.op()));
     node::exec::set_call_deadline(deadline);
 
+    // One attach, detach or expand of a volume at a time: taken before
+    // the memory share, so a waiting call holds none.
+    let _volume_lock = match call.changed_volume() {
+        Some(volume) => {
+            let t = Instant::now();
+            let lock = crate::volume_lock::lock(&layout.volume_locks_dir(), &volume, deadline)
+                .map_err(refused)?;
+            phases.push(("volume lock", ms_since(t)));
+            Some(lock)
+        }
+        None => None,
+    };
+
     // The call's worst case must fit in the node's pool before the plugin
     // may grow into it.
     let t = Instant::now();

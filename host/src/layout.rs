@@ -175,6 +175,12 @@ impl DriverLayout {
     pub fn formats_dir(&self) -> PathBuf {
         self.state_dir.join("host/formats")
     }
+
+    /// Where calls that attach, detach or expand a volume take its lock
+    /// (`volume_lock`).
+    pub fn volume_locks_dir(&self) -> PathBuf {
+        self.state_dir.join("host/volume-locks")
+    }
 }
 
 #[cfg(test)]

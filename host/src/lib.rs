@@ -36,3 +36,4 @@ pub mod state;
 pub mod supervisor;
 pub mod test_skip;
 pub mod trust;
+pub mod volume_lock;
