@@ -248,7 +248,12 @@ impl Classifier<'_> {
     fn short(&self, path: &str) -> String {
         let mut s = path.replace(&*self.root.to_string_lossy(), "…");
         if let Some(at) = s.find(".tmp-") {
-            let digits = s[at + 5..].chars().take_while(char::is_ascii_digit).count();
+            // `.tmp-<pid>` (state store), `.tmp-<pid namespace>-<pid>`
+            // (records): the writer.
+            let digits = s[at + 5..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '-')
+                .count();
             s.replace_range(at + 5..at + 5 + digits, "PID");
         }
         s.split('/')
@@ -409,7 +414,7 @@ fn traced_call(sb: &Sandbox, args: &[String], kill: &Kill) -> Traced {
         }
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().expect("exec the driver");
+    let mut child = spawn(&mut cmd).expect("exec the driver");
     let pid = i32::try_from(child.id()).expect("pid fits i32");
     let stdout = child.stdout.take().map(|p| drain(Box::new(p)));
     let stderr = child.stderr.take().map(|p| drain(Box::new(p)));
@@ -668,7 +673,7 @@ impl Walk {
             ));
         }
         if let Some((name, text)) = &self.fresh {
-            let found = std::fs::read_to_string(dir.join(name)).ok();
+            let found = in_mounts(|| std::fs::read_to_string(dir.join(name)).ok());
             if found.as_ref() != Some(text) {
                 return Err(format!(
                     "{name}, written before the kill, is {found:?} in {}",
@@ -793,9 +798,7 @@ struct RoundResult {
 /// type, "blank", or "unrecognised data" (blkid finds nothing, but the
 /// first 64 KiB are not all zero).
 fn what_device_holds(device: &str) -> String {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "value", "-s", "TYPE", device])
-        .output();
+    let out = output(Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", device]));
     match out {
         Ok(out) if out.status.code() == Some(0) => {
             String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -835,7 +838,7 @@ fn run_round(sb: &Sandbox, round: &Round, n: usize) -> RoundResult {
         if is_mounted(&walk.vol.device_mount_path) {
             let file = format!("fresh-{n}");
             let text = format!("written just before the kill in round {n}");
-            std::fs::write(walk.vol.device_mount_path.join(&file), &text)
+            in_mounts(|| std::fs::write(walk.vol.device_mount_path.join(&file), &text))
                 .map_err(|e| format!("writing {file}: {e}"))?;
             walk.fresh = Some((file, text));
         }

@@ -294,6 +294,10 @@ pub fn answered_device(answer: &Answer) -> String {
 /// neither make the write land in the bare directory nor unmount it from
 /// under us: it fails busy). Err says why nothing was written.
 pub fn write_marker(dir: &Path, device: &str, text: &str) -> Result<(), String> {
+    in_mounts(|| write_marker_now(dir, device, text))
+}
+
+fn write_marker_now(dir: &Path, device: &str, text: &str) -> Result<(), String> {
     use std::io::Write;
     let handle = std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
     let on = handle.metadata().map_err(|e| e.to_string())?.dev();
@@ -321,7 +325,7 @@ pub fn write_marker(dir: &Path, device: &str, text: &str) -> Result<(), String> 
 
 /// The marker in `dir`, if there is one.
 pub fn read_marker(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join(MARKER)).ok()
+    in_mounts(|| std::fs::read_to_string(dir.join(MARKER)).ok())
 }
 
 /// (major, minor) of what is mounted at `path` in this thread's mount

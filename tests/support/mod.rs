@@ -13,10 +13,42 @@ pub mod lifecycle;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 pub const HOST: &str = env!("CARGO_BIN_EXE_flexwasm");
+
+/// A spawned child holds a copy of every descriptor of this test process
+/// until it execs (they are all close-on-exec). So a test thread with a
+/// file open inside a mount while another thread spawns keeps that mount
+/// busy for an instant, and an unmount the host makes just then fails with
+/// EBUSY (seen once in tests/crash.rs, whose rounds run side by side, on a
+/// loaded machine). Spawns share this lock; file work inside mounts takes it
+/// alone ([`in_mounts`]).
+static SPAWNS: RwLock<()> = RwLock::new(());
+
+/// `cmd.spawn()`, never while a test thread has a file open in a mount.
+/// (`spawn` returns once the child has exec'd.)
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let _shared = SPAWNS.read().unwrap_or_else(PoisonError::into_inner);
+    cmd.spawn()
+}
+
+/// `cmd.output()` (stdin null, stdout and stderr captured), spawned as by
+/// [`spawn`].
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(cmd)?.wait_with_output()
+}
+
+/// Run `f`, which opens files inside mounts, while no child is being
+/// spawned. `f` must not spawn.
+pub fn in_mounts<T>(f: impl FnOnce() -> T) -> T {
+    let _alone = SPAWNS.write().unwrap_or_else(PoisonError::into_inner);
+    f()
+}
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,13 +63,14 @@ pub fn workspace_root() -> PathBuf {
 fn cargo_build(what: &str, args: &[&str]) -> Result<PathBuf, String> {
     let target = workspace_root().join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--release"])
-        .args(args)
-        .output()
-        .map_err(|e| format!("running cargo: {e}"))?;
+    let out = output(
+        Command::new(cargo)
+            .current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["build", "--release"])
+            .args(args),
+    )
+    .map_err(|e| format!("running cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "building {what} failed:\n{}",
@@ -285,7 +318,7 @@ impl Sandbox {
         if let Some(p) = policy {
             cmd.arg("--policy").arg(p);
         }
-        let out = cmd.output().expect("run flexwasm install");
+        let out = output(&mut cmd).expect("run flexwasm install");
         assert!(
             out.status.success(),
             "install failed: {}",
@@ -313,14 +346,14 @@ impl Sandbox {
     #[track_caller]
     pub fn call(&self, driver: &str, args: &[&str]) -> Answer {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let out = Command::new(self.driver_exe(driver))
-            .args(&args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(self.env())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("exec driver");
+        let out = output(
+            Command::new(self.driver_exe(driver))
+                .args(&args)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .envs(self.env()),
+        )
+        .expect("exec driver");
         Answer::from_output(args, &out)
     }
 
@@ -422,7 +455,7 @@ impl Sandbox {
             }
         }
         for dev in loop_devices_under(self.root.path()) {
-            let _ = Command::new("losetup").arg("-d").arg(&dev).output();
+            let _ = output(Command::new("losetup").arg("-d").arg(&dev));
         }
     }
 }
@@ -478,11 +511,7 @@ pub fn is_mounted(path: &Path) -> bool {
 
 /// `df -B1 --output=size <path>` as bytes.
 pub fn df_size(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["-B1", "--output=size"])
-        .arg(path)
-        .output()
-        .expect("df");
+    let out = output(Command::new("df").args(["-B1", "--output=size"]).arg(path)).expect("df");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .nth(1)
@@ -660,19 +689,19 @@ impl Sandbox {
 
     /// Start a call exactly as [`Sandbox::call`] does, without waiting.
     pub fn spawn(&self, driver: &str, args: &[&str]) -> RunningCall {
-        use std::process::Stdio;
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let started = std::time::Instant::now();
-        let mut child = Command::new(self.driver_exe(driver))
-            .args(&args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(self.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("exec driver");
+        let mut child = spawn(
+            Command::new(self.driver_exe(driver))
+                .args(&args)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .envs(self.env())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .expect("exec driver");
         // Drain both pipes while the driver runs, so a flood cannot block it.
         let stdout = child.stdout.take().map(|p| drain(Box::new(p)));
         let stderr = child.stderr.take().map(|p| drain(Box::new(p)));
@@ -703,11 +732,12 @@ impl Sandbox {
         let f = std::fs::File::create(&image).expect("create image");
         f.set_len(size).expect("size image");
         drop(f);
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image)
-            .output()
-            .expect("run losetup");
+        let out = output(
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&image),
+        )
+        .expect("run losetup");
         assert!(
             out.status.success(),
             "losetup {}: {}",
@@ -756,9 +786,7 @@ pub fn paths_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
 
 /// What `blkid -p` finds on `device`: `None` when it is blank (exit 2).
 pub fn probe_fs_type(device: &str) -> Option<String> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "value", "-s", "TYPE", device])
-        .output()
+    let out = output(Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", device]))
         .expect("run blkid");
     match out.status.code() {
         Some(2) => None,
